@@ -1,0 +1,194 @@
+"""Reading images and masks, writing masks atomically.
+
+Every reader returns a float32 stack of 2-D pages, shape (pages, H, W):
+single images have one page, multi-page TIFFs (and TIFF stacks such as ZYX or
+TYX) have several. Colour is converted to gray with the ITU-R BT.709 luma
+weights (0.2125 R + 0.7154 G + 0.0721 B, as ``skimage.color.rgb2gray``); an
+alpha channel is dropped. TIFF goes through tifffile (8/16/32-bit integer and
+float, any number of pages); PNG, JPEG and BMP through imageio.
+
+Writers put the file under a temporary name in the same folder and rename it,
+so a crash or Ctrl-C never leaves a half-written mask behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from unsupseg.core.errors import ImageReadError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
+MIN_SIDE = 4  # smaller images carry no shape to segment
+_LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _to_gray(arr: np.ndarray, channels_last: bool) -> np.ndarray:
+    """(..., C) with C in 1..4 -> (...) float32. Alpha (C=2 or 4) is ignored."""
+    if not channels_last:
+        return arr.astype(np.float32, copy=False)
+    c = arr.shape[-1]
+    if c in (1, 2):
+        return arr[..., 0].astype(np.float32)
+    return arr[..., :3].astype(np.float32) @ _LUMA
+
+
+def _tiff_pages(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ImageReadError(f"{path}: TIFF has no image data")
+        stacks = []
+        for series in tif.series:
+            arr = series.asarray()
+            axes = series.axes
+            if "S" in axes and not axes.endswith("S"):  # planar RGB (SYX): samples to the end
+                arr = np.moveaxis(arr, axes.index("S"), -1)
+                axes = axes.replace("S", "") + "S"
+            channels_last = axes.endswith("S") or (
+                arr.ndim >= 3 and axes.endswith("C") and arr.shape[-1] <= 4
+            )
+            gray = _to_gray(arr, channels_last)
+            if gray.ndim < 2:
+                raise ImageReadError(f"{path}: unsupported TIFF dimensions {arr.shape} (axes {axes})")
+            stacks.append(gray.reshape(-1, *gray.shape[-2:]))
+    shapes = {s.shape[1:] for s in stacks}
+    if len(shapes) > 1:
+        raise ImageReadError(
+            f"{path}: TIFF pages have different sizes {sorted(shapes)}; split it into one file per size"
+        )
+    return np.concatenate(stacks, axis=0)
+
+
+def _plain_pages(path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    arr = iio.imread(path)
+    if arr.ndim == 2:
+        return arr[None].astype(np.float32)
+    if arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4):
+        return _to_gray(arr, True)[None]
+    if arr.ndim == 3:  # e.g. an animated image: frames as pages
+        return arr.astype(np.float32)
+    if arr.ndim == 4 and arr.shape[-1] in (1, 2, 3, 4):
+        return _to_gray(arr, True)
+    raise ImageReadError(f"{path}: unsupported image dimensions {arr.shape}")
+
+
+def _reason(e: Exception) -> str:
+    """A decoder's exception as one line (imageio appends multi-line plugin advice)."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as float32 pages (P, H, W); raise ImageReadError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: file is empty")
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            pages = _tiff_pages(path)
+        else:
+            pages = _plain_pages(path)
+    except ImageReadError:
+        raise
+    except Exception as e:  # the decoders raise many types; name the file and the cause
+        raise ImageReadError(f"{path}: cannot decode image ({_reason(e)})") from e
+    check_pages(pages, path)
+    return pages
+
+
+def check_pages(pages: np.ndarray, source: str | os.PathLike = "image") -> None:
+    """Raise ImageReadError for stacks inference cannot use."""
+    if pages.ndim != 3 or pages.shape[0] == 0:
+        raise ImageReadError(f"{source}: unsupported image dimensions {pages.shape}")
+    h, w = pages.shape[1:]
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ImageReadError(f"{source}: image is {h}x{w}, smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
+    if not np.isfinite(pages).all():
+        raise ImageReadError(f"{source}: image contains NaN or Inf values; replace them before segmenting")
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a ground-truth mask as bool pages (P, H, W): any nonzero value is foreground."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            import imageio.v3 as iio
+
+            arr = iio.imread(path)
+    except Exception as e:
+        raise ImageReadError(f"{path}: cannot decode mask ({_reason(e)})") from e
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4) and arr.shape[0] > 4:  # colour mask; alpha ignored
+        arr = arr[..., 0] if arr.shape[-1] == 2 else arr[..., :3].any(axis=-1)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise ImageReadError(f"{path}: unsupported mask dimensions {arr.shape}")
+    return arr != 0
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write a bool/0-1 mask (H, W) or (P, H, W) as 0/255 uint8, atomically.
+
+    PNG for one page; TIFF (zlib-compressed, one page per input page) for ``.tif``.
+    """
+    path = Path(path)
+    m = (np.asarray(mask) != 0).astype(np.uint8) * 255
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        _atomic_write(path, lambda t: tifffile.imwrite(t, m, compression="zlib", photometric="minisblack"))
+    else:
+        if m.ndim == 3:
+            if m.shape[0] != 1:
+                raise ValueError(f"{path}: {m.shape[0]} pages need a .tif output")
+            m = m[0]
+        from PIL import Image
+
+        _atomic_write(path, lambda t: Image.fromarray(m).save(t, format="PNG", compress_level=1))
+
+
+def write_float_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a float32 map (probabilities) as TIFF, atomically."""
+    import tifffile
+
+    a = np.asarray(array, dtype=np.float32)
+    _atomic_write(Path(path), lambda t: tifffile.imwrite(t, a, compression="zlib", photometric="minisblack"))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (JSON, CSV) under a temporary name and rename it."""
+    _atomic_write(Path(path), lambda t: Path(t).write_text(text, encoding="utf-8"))

@@ -1,0 +1,124 @@
+"""Padding to the model's size multiple and overlapping tiles for large images.
+
+Padding: the network halves the resolution three times, so height and width must
+be multiples of ``size_multiple`` (8). Images are reflect-padded at the bottom and
+right (reflection keeps the local statistics, unlike zeros) and the prediction is
+cropped back.
+
+Tiling: an image whose padded side exceeds ``tile_size`` is cut into tiles of at
+most ``tile_size`` per side, neighbours overlapping by ``overlap`` pixels; the last
+tile of a row or column is shifted back to end at the border, so all tiles of one
+image have one shape and batch together. Probabilities are blended with linear
+ramps across each overlap (weights ``(i + 0.5) / overlap`` rising into the tile,
+1 elsewhere; no ramp at the image border), so seams disappear and pixels near a
+tile edge, where the network lacks context, count least. Memory per tile is
+bounded by ``tile_size**2``, whatever the image size.
+
+Defaults: ``tile_size=1024``, ``overlap=64``. 1024x1024 keeps the seed network's
+largest activation (64 channels at full resolution, float32) around 256 MiB per
+image and fits any GPU; 64 pixels is about twice the receptive field of the
+three-level encoder-decoder (~40 px), so every blended pixel has seen full context
+in at least one tile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_TILE_SIZE = 1024
+DEFAULT_OVERLAP = 64
+
+
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
+    """(..., H, W) -> (..., H', W') with H', W' the next multiples, reflect-padded bottom/right."""
+    h, w = image.shape[-2:]
+    ph, pw = round_up(h, multiple) - h, round_up(w, multiple) - w
+    if ph == 0 and pw == 0:
+        return image
+    pad = [(0, 0)] * (image.ndim - 2) + [(0, ph), (0, pw)]
+    return np.pad(image, pad, mode="reflect" if min(h, w) > 1 else "edge")
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering [0, length), neighbours overlapping >= overlap."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def _ramp(size: int, overlap: int, start: int, length: int) -> np.ndarray:
+    w = np.ones(size, dtype=np.float32)
+    if overlap <= 0:
+        return w
+    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+    if start > 0:
+        w[:overlap] = np.minimum(w[:overlap], ramp)
+    if start + size < length:
+        w[-overlap:] = np.minimum(w[-overlap:], ramp[::-1])
+    return w
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The tiles of one padded (H, W) image."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    overlap: int
+
+    @classmethod
+    def for_shape(cls, height: int, width: int, tile_size: int, overlap: int, multiple: int) -> TileGrid:
+        """Tiles for a padded image; tile_size and overlap are rounded to ``multiple``."""
+        tile = max(multiple, tile_size // multiple * multiple)
+        ov = min(round_up(overlap, multiple), tile // 2) if overlap > 0 else 0
+        return cls(height, width, min(tile, height), min(tile, width), ov)
+
+    @property
+    def is_single(self) -> bool:
+        return self.tile_h == self.height and self.tile_w == self.width
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for y in tile_starts(self.height, self.tile_h, self.overlap):
+            for x in tile_starts(self.width, self.tile_w, self.overlap):
+                yield y, x
+
+    def __len__(self) -> int:
+        ny = len(tile_starts(self.height, self.tile_h, self.overlap))
+        nx = len(tile_starts(self.width, self.tile_w, self.overlap))
+        return ny * nx
+
+    def weight(self, y: int, x: int) -> np.ndarray:
+        """Blending weight (tile_h, tile_w) of the tile starting at (y, x)."""
+        wy = _ramp(self.tile_h, self.overlap, y, self.height)
+        wx = _ramp(self.tile_w, self.overlap, x, self.width)
+        return np.outer(wy, wx)
+
+
+class TileBlender:
+    """Accumulates weighted tile probabilities of one image; ``result()`` is their blend."""
+
+    def __init__(self, grid: TileGrid):
+        self.grid = grid
+        self.acc = np.zeros((grid.height, grid.width), dtype=np.float32)
+        self.norm = np.zeros((grid.height, grid.width), dtype=np.float32)
+
+    def add(self, y: int, x: int, prob: np.ndarray) -> None:
+        w = self.grid.weight(y, x)
+        sl = np.s_[y : y + self.grid.tile_h, x : x + self.grid.tile_w]
+        self.acc[sl] += prob * w
+        self.norm[sl] += w
+
+    def result(self) -> np.ndarray:
+        return self.acc / self.norm

@@ -1,0 +1,73 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+# -- inference fixtures (tests/test_infer_*.py): a torch-free ONNX model and synthetic images --
+def _build_infer_test_model(path, kernel: int = 3) -> None:
+    """A stand-in for an exported unsupseg model, built with onnx.helper (no torch).
+
+    image (N, 1, H, W) -> kernel x kernel mean Conv (zero pads) -> Sub 0.5 -> Mul 20 -> Sigmoid -> prob.
+    On normalised images it marks bright regions as region 1.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
+
+    pad = kernel // 2
+    weight = np.full((1, 1, kernel, kernel), 1.0 / kernel**2, dtype=np.float32)
+    nodes = [
+        helper.make_node("Conv", [INPUT_NAME, "w"], ["mean"], pads=[pad] * 4),
+        helper.make_node("Sub", ["mean", "half"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], [OUTPUT_NAME]),
+    ]
+    inits = [
+        numpy_helper.from_array(weight, "w"),
+        numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
+        numpy_helper.from_array(np.array(20.0, dtype=np.float32), "gain"),
+    ]
+    dims = ["N", 1, "H", "W"]
+    graph = helper.make_graph(
+        nodes,
+        "test-mean",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, dims)],
+        initializer=inits,
+    )
+    # ir_version 10: what onnxruntime >= 1.20 reads (newer onnx defaults to a newer IR).
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    helper.set_model_props(model, ModelCard(arch="test-mean", width=1).to_metadata())
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@pytest.fixture(scope="session")
+def infer_model_path(tmp_path_factory):
+    """Path of a tiny torch-free unsupseg-style ONNX model (3x3 mean, bright = region 1)."""
+    path = tmp_path_factory.mktemp("infer_model") / "test-mean.onnx"
+    _build_infer_test_model(path)
+    return path
+
+
+def _disk_image(h: int, w: int, seed: int = 0, noise: float = 0.08, n_disks: int = 2):
+    """(image float32 in ~[0, 1], mask bool): bright disks (0.8) on a dark background (0.2) + noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    mask = np.zeros((h, w), dtype=bool)
+    for _ in range(n_disks):
+        r = rng.uniform(0.12, 0.25) * min(h, w)
+        cy, cx = rng.uniform(r, h - r), rng.uniform(r, w - r)
+        mask |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+    image = np.where(mask, 0.8, 0.2) + rng.normal(0, noise, (h, w))
+    return image.astype(np.float32), mask
+
+
+@pytest.fixture(scope="session")
+def infer_disk_image():
+    """Factory: ``infer_disk_image(h, w, seed=0)`` -> (image float32, mask bool)."""
+    return _disk_image

@@ -1,0 +1,212 @@
+"""Segmenter API, tiling, polarity and device choice (no torch: the ONNX model is built in conftest)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError
+from unsupseg.core.metrics import iou
+from unsupseg.infer import Segmenter
+from unsupseg.infer.api import apply_polarity, default_model_path
+from unsupseg.infer.session import cuda_problem, parse_device
+from unsupseg.infer.tiling import TileBlender, TileGrid, pad_to_multiple, tile_starts
+
+
+@pytest.fixture(scope="module")
+def segmenter(infer_model_path):
+    return Segmenter(infer_model_path, device="cpu", threads=1)
+
+
+def _record_runs(seg, monkeypatch) -> list[tuple[int, ...]]:
+    """Record the input shape of every onnxruntime call."""
+    shapes = []
+    run = seg.session.run
+
+    def spy(batch):
+        shapes.append(batch.shape)
+        return run(batch)
+
+    monkeypatch.setattr(seg.session, "run", spy)
+    return shapes
+
+
+def test_card_and_provider(segmenter):
+    assert segmenter.card.arch == "test-mean"
+    assert segmenter.provider == "CPUExecutionProvider"
+    assert segmenter.device == "cpu"
+    assert segmenter.threshold == 0.5
+    assert segmenter.foreground == "bright"
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (53, 37), (4, 4), (8, 8), (129, 65), (64, 64)])
+def test_predict_any_size(segmenter, infer_disk_image, shape):
+    image, truth = infer_disk_image(*shape, seed=1)
+    mask, prob = segmenter.predict(image * 1000 + 7)  # any range: the model card normalises
+    assert mask.shape == prob.shape == shape
+    assert mask.dtype == bool and prob.dtype == np.float32
+    assert np.isfinite(prob).all() and prob.min() >= 0 and prob.max() <= 1
+    if min(shape) >= 32:
+        assert iou(mask, truth) > 0.9
+
+
+def test_predict_pages(segmenter, infer_disk_image):
+    pages = np.stack([infer_disk_image(40, 48, seed=s)[0] for s in range(3)])
+    mask, prob = segmenter.predict(pages)
+    assert mask.shape == prob.shape == (3, 40, 48)
+    for i in range(3):  # each page as if alone
+        np.testing.assert_array_equal(mask[i], segmenter.predict(pages[i])[0])
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((1, 1)), "smaller than the minimum"),
+        (np.full((16, 16), np.nan), "NaN or Inf"),
+        (np.zeros((2, 3, 16, 16)), "got shape"),
+        (np.zeros((16, 16, 3)), "colour image"),
+    ],
+    ids=["1x1", "nan", "4d", "rgb"],
+)
+def test_predict_rejects(segmenter, bad, match):
+    with pytest.raises(ImageReadError, match=match):
+        segmenter.predict(bad)
+
+
+def test_batches_same_shapes_together(segmenter, infer_disk_image, monkeypatch):
+    shapes = _record_runs(segmenter, monkeypatch)
+    seg_images = [infer_disk_image(37, 53, seed=s)[0] for s in range(5)] + [infer_disk_image(20, 20)[0]]
+    items = [(i, segmenter.prepare(im[None])) for i, im in enumerate(seg_images)]
+    out = dict(segmenter.predict_stream(items))
+    assert sorted(out) == list(range(6))
+    # 37x53 pads to 40x56: five pages in one call (batch 8); 20x20 -> 24x24 alone.
+    assert sorted(shapes) == [(1, 1, 24, 24), (5, 1, 40, 56)]
+
+
+@pytest.mark.parametrize(
+    "length, tile, overlap", [(100, 100, 8), (1000, 256, 32), (264, 128, 16), (129, 64, 8)]
+)
+def test_tile_starts_cover(length, tile, overlap):
+    starts = tile_starts(length, tile, overlap)
+    covered = np.zeros(length, dtype=bool)
+    for s in starts:
+        covered[s : s + tile] = True
+    assert covered.all() and starts[-1] + tile == length
+    assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_blender_constant_is_exact():
+    grid = TileGrid.for_shape(200, 264, tile_size=64, overlap=16, multiple=8)
+    blender = TileBlender(grid)
+    for y, x in grid:
+        blender.add(y, x, np.full((grid.tile_h, grid.tile_w), 0.25, np.float32))
+    np.testing.assert_allclose(blender.result(), 0.25, rtol=1e-6)
+
+
+def test_tiled_matches_untiled(infer_model_path, infer_disk_image, monkeypatch):
+    image, truth = infer_disk_image(600, 700, seed=3)
+    whole = Segmenter(infer_model_path, device="cpu", tile_size=1024)
+    tiled = Segmenter(infer_model_path, device="cpu", tile_size=128, tile_overlap=16, batch_size=4)
+    shapes = _record_runs(tiled, monkeypatch)
+    m1, p1 = whole.predict(image)
+    m2, p2 = tiled.predict(image)
+    assert max(s[2] for s in shapes) <= 128 and max(s[3] for s in shapes) <= 128  # memory bounded by the tile
+    assert max(s[0] for s in shapes) <= 4
+    inner = np.s_[8:-8, 8:-8]  # away from the image border
+    diff = np.abs(p1[inner] - p2[inner]).max()
+    print(f"max |tiled - untiled| prob difference away from borders: {diff:.4f}")
+    assert diff < 0.05
+    assert (m1[inner] != m2[inner]).mean() < 1e-3
+    assert iou(m2, truth) > 0.95
+
+
+def test_pad_to_multiple_reflects():
+    a = np.arange(5 * 6, dtype=np.float32).reshape(5, 6)
+    p = pad_to_multiple(a, 8)
+    assert p.shape == (8, 8)
+    np.testing.assert_array_equal(p[:5, :6], a)
+    np.testing.assert_array_equal(p[5, :6], a[3])  # reflection, not zeros
+
+
+@pytest.mark.parametrize("rule", ["bright", "dark", "model"])
+def test_polarity_rules(rule):
+    norm = np.zeros((16, 16), np.float32)
+    norm[4:12, 4:12] = 1.0  # a bright square
+    prob = np.where(norm > 0, 0.1, 0.9).astype(np.float32)  # the network calls the *dark* part region 1
+    mask, fg_prob = apply_polarity(norm, prob, 0.5, rule)
+    expected = {"bright": norm > 0, "dark": norm == 0, "model": prob > 0.5}[rule]
+    np.testing.assert_array_equal(mask, expected)
+    np.testing.assert_array_equal(fg_prob > 0.5, expected)  # prob is that of the foreground
+
+
+def test_threshold_and_foreground_override(infer_model_path, infer_disk_image):
+    image, truth = infer_disk_image(64, 64, seed=2)
+    seg = Segmenter(infer_model_path, device="cpu", threshold=0.3, foreground="dark")
+    assert seg.threshold == 0.3
+    mask, _ = seg.predict(image)
+    assert iou(mask, ~truth) > 0.9
+
+
+@pytest.mark.parametrize("text, kind, index", [("auto", "auto", 0), ("CPU", "cpu", 0), ("cuda:2", "cuda", 2)])
+def test_parse_device(text, kind, index):
+    d = parse_device(text)
+    assert (d.kind, d.index) == (kind, index)
+
+
+@pytest.mark.parametrize("text", ["gpu", "cuda:", "cuda:x", "tpu:0"])
+def test_parse_device_rejects(text):
+    with pytest.raises(ValueError, match="use auto, cpu, cuda or cuda:N"):
+        parse_device(text)
+
+
+@pytest.mark.skipif(cuda_problem() is None, reason="a working CUDA GPU is present")
+def test_cuda_unavailable_is_an_error(infer_model_path):
+    with pytest.raises(DeviceError, match="cannot run: .*--device cpu"):
+        Segmenter(infer_model_path, device="cuda")
+
+
+def test_auto_falls_back_to_a_working_provider(infer_model_path):
+    seg = Segmenter(infer_model_path, device="auto")
+    expected = "CPUExecutionProvider" if cuda_problem() else "CUDAExecutionProvider"
+    assert seg.provider == expected
+
+
+def test_missing_default_model_says_how_to_fix():
+    try:
+        default_model_path()
+    except ModelFileError as e:
+        assert "--model" in str(e) and "make model" in str(e)
+    else:
+        pytest.skip("the packaged default model exists")
+
+
+@pytest.mark.parametrize(
+    "content, match", [(b"not onnx", "cannot load this model"), (None, "not an unsupseg")]
+)
+def test_bad_model_files(tmp_path, content, match):
+    path = tmp_path / "m.onnx"
+    if content is None:  # a valid ONNX file without the unsupseg metadata
+        import onnx
+        from onnx import TensorProto, helper
+
+        v = [
+            helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1, "H", "W"]) for n in ("image", "prob")
+        ]
+        graph = helper.make_graph([helper.make_node("Sigmoid", ["image"], ["prob"])], "g", v[:1], v[1:])
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=match):
+        Segmenter(path, device="cpu")
+
+
+@pytest.mark.skipif(cuda_problem() is not None, reason="no working CUDA GPU here")
+def test_cuda_matches_cpu(infer_model_path, infer_disk_image):
+    image, _ = infer_disk_image(300, 420, seed=4)
+    gpu = Segmenter(infer_model_path, device="cuda")
+    assert gpu.provider == "CUDAExecutionProvider" and gpu.device == "cuda:0"
+    m_cpu, p_cpu = Segmenter(infer_model_path, device="cpu").predict(image)
+    m_gpu, p_gpu = gpu.predict(image)
+    diff = np.abs(p_cpu - p_gpu).max()
+    print(f"max |cuda - cpu| probability difference: {diff:.2e}")
+    assert diff < 1e-4 and (m_cpu != m_gpu).mean() < 1e-4

@@ -1,0 +1,184 @@
+"""`segtrain`: train the unsupervised segmenter and write a run folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from unsupseg import __version__
+
+EXAMPLE = """
+Example:
+
+    segtrain --out runs/default                    # built-in data, default preset
+
+    segtrain --data images/ --masks gt/ --out runs/cells --epochs 40
+"""
+
+
+@click.command(
+    epilog=EXAMPLE, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Training data: an .npz with image_train/mask_train/image_test/mask_test, or a folder "
+    "of unlabeled images (PNG, JPEG, BMP, TIFF; any size). Default: the built-in generator.",
+)
+@click.option(
+    "--masks",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of ground-truth masks for --data DIR, used only to report IoU.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/default"),
+    show_default=True,
+    help="Run folder for model.pt, metrics and plots.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["default", "seed"]),
+    default="default",
+    show_default=True,
+    help="'seed' reproduces the notebook's network and hyper-parameters.",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Epochs (preset value if not given)."
+)
+@click.option("--arch", type=click.Choice(["unet", "seed"]), default=None, help="Network family.")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Channels of the first block.")
+@click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Weight of total variation.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step.")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default=None, help="Optimiser.")
+@click.option(
+    "--augment",
+    type=click.Choice(["default", "seed", "none"]),
+    default=None,
+    help="default: flips and 90-degree rotations; seed: the notebook's flips/rotation.",
+)
+@click.option("--crop", type=click.IntRange(min=8), default=None, help="Random crop side for --data DIR.")
+@click.option(
+    "--samples-per-epoch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Random crops per epoch for --data DIR.",
+)
+@click.option("--seed", type=int, default=None, help="Random seed (data generator, init, shuffling).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="CPU threads for torch (0 = all cores).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the files of an existing run folder.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option(
+    "--save-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the built-in data set to this .npz (notebook format) and exit.",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.version_option(__version__, prog_name="segtrain")
+def main(
+    data,
+    masks,
+    out,
+    preset,
+    epochs,
+    arch,
+    width,
+    alpha,
+    lr,
+    batch_size,
+    optimizer,
+    augment,
+    crop,
+    samples_per_epoch,
+    seed,
+    device,
+    threads,
+    overwrite,
+    resume,
+    save_data,
+    no_plots,
+    quiet,
+):
+    """Train a segmenter without labels by minimising a Chan-Vese energy.
+
+    Writes OUT/model.pt, OUT/metrics.csv, OUT/metrics.json and OUT/plots/*.png.
+    Masks, where given, are used only to report IoU.
+    """
+    from unsupseg.core.errors import UnsupsegError
+
+    if save_data is not None:
+        from unsupseg.train.data import builtin_splits, save_npz
+
+        save_npz(save_data, builtin_splits(seed or 0))
+        click.echo(f"wrote {save_data}")
+        return
+    if data is not None and not data.exists():
+        raise click.BadParameter(f"{data}: no such file or folder", param_hint="--data")
+    if masks is not None and data is None:
+        raise click.BadParameter(
+            "--masks needs --data DIR (the built-in data has its own masks)", param_hint="--masks"
+        )
+    if overwrite and resume:
+        raise click.UsageError("--overwrite and --resume exclude each other")
+
+    from unsupseg.train.config import make_config
+    from unsupseg.train.loop import run_training
+
+    try:
+        cfg = make_config(
+            preset,
+            data=None if data is None else str(data),
+            masks=None if masks is None else str(masks),
+            out=str(out),
+            epochs=epochs,
+            arch=arch,
+            width=width,
+            alpha=alpha,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            augment=augment,
+            crop=crop,
+            samples_per_epoch=samples_per_epoch,
+            seed=seed,
+            device=device,
+            threads=threads,
+        )
+        result = run_training(
+            cfg,
+            overwrite=overwrite,
+            resume=resume,
+            log=lambda m: click.echo(m, err=True),
+            progress=not quiet,
+            plots=not no_plots,
+            resume_epochs=epochs,
+        )
+    except (UnsupsegError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+    if result.interrupted:
+        sys.exit(130)
+    fin = result.final
+    if fin.get("train_iou") is not None:
+        click.echo(f"final train IoU: {fin['train_iou']:.2f}")
+    if fin.get("test_iou") is not None:
+        click.echo(f"final test IoU: {fin['test_iou']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

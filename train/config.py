@@ -1,0 +1,77 @@
+"""Training configuration and presets.
+
+``seed`` reproduces the notebook exactly; ``default`` is what measured best on this
+project's held-out data (see docs/benchmarks.md for the runs that chose it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from unsupseg.train.model import ModelConfig
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None  # None: built-in generator; else an .npz (notebook keys) or a folder
+    masks: str | None = None  # folder of masks for --data DIR (evaluation only)
+    out: str = "runs/default"  # run folder
+    preset: str = "default"  # "default" or "seed"
+    arch: str = "unet"  # "seed" or "unet"
+    width: int = 16  # first-block channels
+    init: str = "default"  # "seed" (notebook) or "default" (PyTorch) initialisation
+    epochs: int = 30  # passes over the training split
+    batch_size: int = 32  # images per step
+    optimizer: str = "adamw"  # "sgd" or "adamw"
+    lr: float = 0.01  # peak learning rate
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # L2 / decoupled weight decay
+    schedule: str = "onecycle"  # "constant" or "onecycle" (warm-up then cosine decay)
+    alpha: float = 0.1  # weight of total variation in the loss
+    augment: str = "default"  # "default" (8 square symmetries), "seed" (notebook) or "none"
+    crop: int = 64  # side of the random training crops for --data DIR (multiple of 8)
+    samples_per_epoch: int = 1000  # crops per epoch for --data DIR
+    seed: int = 0  # seeds python, numpy and torch (and the built-in generator)
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
+    threads: int = 0  # torch CPU threads; 0 = all cores
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(arch=self.arch, width=self.width, init=self.init)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PRESETS: dict[str, dict] = {
+    # Chosen by measurement on the built-in validation data (docs/benchmarks.md).
+    "default": {},
+    # The seed notebook, verbatim.
+    "seed": dict(
+        arch="seed",
+        width=64,
+        init="seed",
+        epochs=275,
+        batch_size=32,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-3,
+        schedule="constant",
+        alpha=1e-3,
+        augment="seed",
+    ),
+}
+
+
+def make_config(preset: str = "default", **overrides) -> TrainConfig:
+    """A TrainConfig from a preset; overrides that are None keep the preset's value."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    kw = dict(PRESETS[preset])
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(preset=preset, **kw)
