@@ -31,6 +31,7 @@ class ModelConfig:
     arch: str = "unet"  # "seed" (notebook autoencoder) or "unet" (with skip connections)
     width: int = 16  # channels of the first encoder block; later blocks use 2x and 4x
     init: str = "default"  # "seed" = notebook initialisation, "default" = PyTorch's
+    context: bool = False  # unet only: add image-wide (global average) features at the bottleneck
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -85,9 +86,14 @@ class SeedNet(nn.Module):
 class UNet(nn.Module):
     """Seed encoder/decoder plus additive skip connections and a full-resolution stem."""
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, context: bool = False) -> None:
         super().__init__()
         w = width
+        # Global context (ParseNet, Liu et al. 2015): the image-wide mean of the
+        # bottleneck features, mapped by a 1x1 conv and added back everywhere. It lets a
+        # pixel far from any edge compare itself with the whole image, as the region
+        # means a and b of the Chan-Vese energy do, at any image size.
+        self.context = nn.Sequential(nn.Conv2d(4 * w, 4 * w, 1), nn.ReLU()) if context else None
         self.stem = nn.Sequential(nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU())
         self.enc1 = _down(w, w)
         self.enc2 = _down(w, 2 * w)
@@ -102,6 +108,8 @@ class UNet(nn.Module):
         s1 = self.enc1(s0)  # (B, w, H/2, W/2)
         s2 = self.enc2(s1)  # (B, 2w, H/4, W/4)
         s3 = self.enc3(s2)  # (B, 4w, H/8, W/8)
+        if self.context is not None:
+            s3 = s3 + self.context(s3.mean(dim=(2, 3), keepdim=True))  # (B, 4w, 1, 1) broadcast
         d2 = self.dec3(s3) + s2  # (B, 2w, H/4, W/4)
         d1 = self.dec2(d2) + s1  # (B, w, H/2, W/2)
         d0 = self.dec1(d1) + s0  # (B, w, H, W)
@@ -121,7 +129,7 @@ def seed_init_(model: nn.Module) -> None:
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    model: nn.Module = SeedNet(cfg.width) if cfg.arch == "seed" else UNet(cfg.width)
+    model: nn.Module = SeedNet(cfg.width) if cfg.arch == "seed" else UNet(cfg.width, cfg.context)
     if cfg.init == "seed":
         seed_init_(model)
     return model
