@@ -27,9 +27,9 @@ def test_generator_shapes_and_both_polarities():
     x, m = generate(40, 24, 40, sigma=(0.0, 0.0), seed=1)
     assert x.shape == m.shape == (40, 24, 40) and x.dtype == np.float32 and m.dtype == bool
     assert all(0 < mi.mean() < 1 for mi in m)  # never empty or full
-    bright = [np.array_equal(xi > 0.5, mi) for xi, mi in zip(x, m)]
-    dark = [np.array_equal(xi < 0.5, mi) for xi, mi in zip(x, m)]
-    assert all(b or d for b, d in zip(bright, dark))
+    bright = [np.array_equal(xi > 0.5, mi) for xi, mi in zip(x, m, strict=False)]
+    dark = [np.array_equal(xi < 0.5, mi) for xi, mi in zip(x, m, strict=False)]
+    assert all(b or d for b, d in zip(bright, dark, strict=False))
     assert 5 < sum(bright) < 35  # both polarities present
 
 

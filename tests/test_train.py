@@ -66,7 +66,7 @@ def test_segtrain_end_to_end_writes_the_run_folder(tmp_path, small_npz):
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 5  # header + 4 epochs
     header = rows[0].split(",")
-    first, last = (dict(zip(header, map(float, r.split(",")))) for r in (rows[1], rows[-1]))
+    first, last = (dict(zip(header, map(float, r.split(",")), strict=False)) for r in (rows[1], rows[-1]))
     assert last["train_loss_mean"] < first["train_loss_mean"]  # the loss went down
     ckpt = load_checkpoint(out / "model.pt")  # weights_only=True inside
     assert ckpt["model_config"]["width"] == 4
