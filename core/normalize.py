@@ -28,11 +28,16 @@ class Normalization:
         if not 0.0 <= self.low < self.high <= 100.0:
             raise ValueError(f"need 0 <= low < high <= 100, got low={self.low}, high={self.high}")
 
+    def bounds(self, image: np.ndarray) -> tuple[float, float]:
+        """The intensities mapped to 0 and 1: the low and high percentiles of the image."""
+        lo, hi = np.percentile(np.asarray(image, dtype=np.float32), (self.low, self.high))
+        return float(lo), float(hi)
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Normalise one 2-D image (any dtype) to float32 in [0, 1]."""
         x = np.asarray(image, dtype=np.float32)
-        lo, hi = np.percentile(x, (self.low, self.high))
-        scale = float(hi - lo)
+        lo, hi = self.bounds(x)
+        scale = hi - lo
         if not np.isfinite(scale) or scale <= 0:
             # A flat image has no contrast to keep; map it to zeros.
             return np.zeros_like(x, dtype=np.float32)

@@ -10,7 +10,7 @@ Polarity (which of the two regions is foreground), per page:
 
 - ``bright``: the region whose mean normalised intensity is higher;
 - ``dark``: the region whose mean is lower;
-- ``model``: the network's region 1 (prob > threshold) as is.
+- ``model``: the network's region 1 (prob >= threshold) as is.
 
 The returned probability is that of the *foreground*: when the polarity rule
 picks the network's region 0, ``prob`` is ``1 - p``. A page whose prediction is
@@ -57,7 +57,7 @@ def apply_polarity(
     norm: np.ndarray, prob: np.ndarray, threshold: float, rule: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """One page: normalised image (H, W), network prob (H, W) -> (mask bool, foreground prob)."""
-    region = prob > threshold
+    region = prob >= threshold
     if rule == "model":
         return region, prob
     n_in = np.count_nonzero(region)

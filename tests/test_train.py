@@ -189,3 +189,36 @@ def test_resume_without_state(tmp_path):
 def test_help_has_an_example():
     r = _run(["--help"])
     assert r.exit_code == 0 and "Example:" in r.output and "--preset" in r.output
+
+
+@pytest.mark.parametrize("kind", ["default", "seed"])
+def test_augmentation_moves_image_and_mask_together(kind):
+    from unsupseg.train.augment import apply_augment, build_augment
+
+    torch.manual_seed(0)
+    t = build_augment(kind)
+    base = torch.zeros(1, 16, 16)
+    base[:, 2:7, 3:12] = 1.0  # an asymmetric rectangle
+    changed = 0
+    for _ in range(20):
+        inp, img, msk = apply_augment(t, base.clone(), base.clone(), base.bool())
+        assert msk.dtype == torch.bool
+        assert torch.equal(img, inp)
+        assert torch.equal(img > 0.5, msk)
+        changed += int(not torch.equal(msk, base.bool()))
+    assert changed > 0
+
+
+def test_noisier_input_is_noisier_but_same_scale():
+    from unsupseg.core import Normalization
+    from unsupseg.train.data import generate
+    from unsupseg.train.loop import noisier_input
+
+    np.random.seed(0)
+    x, _ = generate(1, 64, 64, sigma=(0.1, 0.1), seed=1)
+    norm = Normalization()
+    clean = norm(x[0])
+    assert np.array_equal(noisier_input(x[0], norm, 0.0), clean)
+    noisy = [noisier_input(x[0], norm, 0.7) for _ in range(10)]
+    assert all(n.shape == clean.shape and 0 <= n.min() and n.max() <= 1 for n in noisy)
+    assert np.mean([np.abs(n - clean).mean() for n in noisy]) > 0.02

@@ -42,9 +42,13 @@ def build_augment(kind: str) -> v2.Transform:
     raise ValueError(f"unknown augmentation {kind!r}; choose one of {', '.join(AUGMENTS)}")
 
 
-def apply_pair(
-    transform: v2.Transform, image: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply one random draw of ``transform`` to an image (1, H, W) and its mask (1, H, W)."""
-    img, msk = transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
-    return img.as_subclass(torch.Tensor), msk.as_subclass(torch.Tensor)
+def apply_augment(transform: v2.Transform, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Apply one random draw of ``transform`` to images and, last, a mask, each (1, H, W).
+
+    All but the last tensor are wrapped as ``tv_tensors.Image`` (the network input and
+    the image the loss sees), the last as ``tv_tensors.Mask``; one call, one draw.
+    """
+    *images, mask = tensors
+    wrapped = [tv_tensors.Image(t) for t in images] + [tv_tensors.Mask(mask)]
+    out = transform(*wrapped)
+    return tuple(t.as_subclass(torch.Tensor) for t in out)

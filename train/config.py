@@ -29,6 +29,7 @@ class TrainConfig:
     schedule: str = "onecycle"  # "constant" or "onecycle" (warm-up then cosine decay)
     alpha: float = 0.1  # weight of total variation in the loss
     augment: str = "default"  # "default" (8 square symmetries), "seed" (notebook) or "none"
+    input_noise: float = 0.7  # training input gets extra noise, std U(0, this) x image range; 0 = off
     crop: int = 64  # side of the random training crops for --data DIR (multiple of 8)
     samples_per_epoch: int = 1000  # crops per epoch for --data DIR
     seed: int = 0  # seeds python, numpy and torch (and the built-in generator)
@@ -64,6 +65,7 @@ PRESETS: dict[str, dict] = {
         schedule="constant",
         alpha=1e-3,
         augment="seed",
+        input_noise=0.0,
     ),
 }
 

@@ -33,7 +33,7 @@ from unsupseg import __version__
 from unsupseg.core.errors import ModelFileError, OutputExistsError, UnsupsegError
 from unsupseg.core.modelcard import ModelCard
 from unsupseg.core.normalize import Normalization
-from unsupseg.train.augment import apply_pair, build_augment
+from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.data import DataError, builtin_splits, load_folder, load_npz, normalize_stack
 from unsupseg.train.loss import chan_vese_loss
@@ -84,32 +84,70 @@ def batch_iou_any_polarity(u: torch.Tensor, mask: torch.Tensor, threshold: float
 
 
 # ----------------------------------------------------------------------------- datasets
-class ArrayDataset(Dataset):
-    """Normalised images (N, H, W) and masks (N, H, W) -> ((1, H, W), (1, H, W)) tensors."""
+def noisier_input(image: np.ndarray, norm: Normalization, strength: float) -> np.ndarray:
+    """The network's training input: ``image`` plus Gaussian noise, normalised.
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, augment: str = "none"):
-        self.images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).unsqueeze(1)
+    The noise std is drawn per image from U(0, strength) times the image's normalisation
+    range (p_high - p_low), so it is relative to the image's own contrast. The loss still
+    measures the image as observed: the network learns to recover, from a noisier view,
+    the partition that fits the real image, i.e. it learns to denoise (the Noisier2Noise
+    idea, Moran et al. 2020). No labels are involved.
+    """
+    if strength <= 0:
+        return norm(image)
+    lo, hi = norm.bounds(image)
+    std = np.random.uniform(0.0, strength) * (hi - lo)
+    noisy = image.astype(np.float32) + np.random.normal(0.0, std, size=image.shape).astype(np.float32)
+    return norm(noisy)
+
+
+class ArrayDataset(Dataset):
+    """Raw images (N, H, W) and masks -> (input, image, mask), each (1, H, W).
+
+    ``image`` is the normalised image the loss is measured on; ``input`` is what the
+    network sees: the same image, or a noisier copy of it during training.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        norm: Normalization,
+        augment: str = "none",
+        input_noise: float = 0.0,
+    ):
+        self.raw = images
+        self.norm = norm
+        self.images = torch.from_numpy(normalize_stack(images, norm)).unsqueeze(1)
         self.masks = torch.from_numpy(np.ascontiguousarray(masks).astype(bool)).unsqueeze(1)
         self.transform = build_augment(augment) if augment != "none" else None
+        self.input_noise = input_noise
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
         img, msk = self.images[i], self.masks[i]
+        inp = img
+        if self.input_noise > 0:
+            inp = torch.from_numpy(noisier_input(self.raw[i], self.norm, self.input_noise))[None]
         if self.transform is not None:
-            img, msk = apply_pair(self.transform, img, msk)
-        return img, msk
+            inp, img, msk = apply_augment(self.transform, inp, img, msk)
+        return inp, img, msk
 
 
 class CropDataset(Dataset):
-    """Random square crops from a list of images of any size (folder training)."""
+    """Random square crops (input, image, mask) from normalised images of any size."""
 
-    def __init__(self, items, crop: int, length: int, augment: str):
+    def __init__(
+        self, items, crop: int, length: int, augment: str, norm: Normalization, input_noise: float = 0.0
+    ):
         self.items = items
         self.crop = crop
         self.length = length
         self.transform = build_augment(augment) if augment != "none" else None
+        self.norm = norm
+        self.input_noise = input_noise
 
     def __len__(self) -> int:
         return self.length
@@ -122,16 +160,22 @@ class CropDataset(Dataset):
         c = self.crop
         if h < c or w < c:  # small images are reflected up to the crop size
             ph, pw = max(0, c - h), max(0, c - w)
-            img = np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
+            img = np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "symmetric")
             msk = np.pad(msk, ((0, ph), (0, pw)), mode="constant")
             h, w = img.shape
         y = np.random.randint(0, h - c + 1)
         x = np.random.randint(0, w - c + 1)
-        t_img = torch.from_numpy(np.ascontiguousarray(img[y : y + c, x : x + c]))[None]
+        crop = np.ascontiguousarray(img[y : y + c, x : x + c])
+        t_img = torch.from_numpy(crop)[None]
         t_msk = torch.from_numpy(np.ascontiguousarray(msk[y : y + c, x : x + c]))[None]
+        t_inp = t_img
+        if self.input_noise > 0:
+            # the image is already normalised (range ~[0, 1]); noise is relative to that range
+            t_inp = torch.from_numpy(noisier_input(crop, Normalization(clip=False), self.input_noise))[None]
+            t_inp = t_inp.clamp(0, 1)
         if self.transform is not None:
-            t_img, t_msk = apply_pair(self.transform, t_img, t_msk)
-        return t_img, t_msk
+            t_inp, t_img, t_msk = apply_augment(self.transform, t_inp, t_img, t_msk)
+        return t_inp, t_img, t_msk
 
 
 @dataclass
@@ -172,11 +216,12 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
         else:
             splits = load_npz(cfg.data)
             source = str(cfg.data)
-        xtr = normalize_stack(splits["image_train"], norm)
         xte = normalize_stack(splits["image_test"], norm)
         ytr, yte = splits["mask_train"].astype(bool), splits["mask_test"].astype(bool)
+        train = ArrayDataset(splits["image_train"], ytr, norm, cfg.augment, cfg.input_noise)
+        xtr = train.images[:, 0].numpy()
         return PreparedData(
-            train=ArrayDataset(xtr, ytr, cfg.augment),
+            train=train,
             test=_batches(xte, yte, cfg.batch_size),
             has_masks=True,
             source=source,
@@ -232,7 +277,9 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
     grid = (np.stack(grid_imgs), np.stack(grid_msks))
     log(f"{len(items)} image(s) from {path}" + (f", masks from {cfg.masks}" if has_masks else ""))
     return PreparedData(
-        train=CropDataset(crops, cfg.crop, max(cfg.samples_per_epoch, cfg.batch_size), cfg.augment),
+        train=CropDataset(
+            crops, cfg.crop, max(cfg.samples_per_epoch, cfg.batch_size), cfg.augment, norm, cfg.input_noise
+        ),
         test=test,
         has_masks=has_masks,
         source=str(path),
@@ -254,9 +301,9 @@ def _summarise(values: dict[str, list[float]]) -> dict[str, float]:
 def train_epoch(model, loader, optimizer, scheduler, alpha, device, has_masks) -> dict[str, float]:
     model.train()
     vals: dict[str, list[float]] = {k: [] for k in SERIES}
-    for image, mask in loader:
-        image = image.to(device, non_blocking=True)
-        u = model(image)
+    for inp, image, mask in loader:
+        inp, image = inp.to(device, non_blocking=True), image.to(device, non_blocking=True)
+        u = model(inp)
         loss, fid, tv = chan_vese_loss(image, u, alpha)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,58 @@
+# unsupseg: every target creates the virtual environment it needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch and torchvision are pinned to the builds this project is tested with (a CUDA build
+# that also runs on the CPU). Override on other platforms, e.g. TORCH_SPEC="torch torchvision".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+RUN    ?= runs/default
+DEMO   ?= runs/demo
+
+.PHONY: install train model demo test test-fast bench lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	touch $(STAMP)
+
+## Train the default model on the built-in data -> $(RUN)/model.pt
+train: $(STAMP)
+	$(BIN)/segtrain --out $(RUN) --overwrite
+
+## Retrain, export and package the default model used by seginfer when --model is not given
+model: train
+	$(BIN)/segexport $(RUN)/model.pt infer/models/default.onnx --overwrite
+
+## The main job on built-in data: train briefly, export, segment a sample folder, print the report
+demo: $(STAMP)
+	$(BIN)/segtrain --out $(DEMO) --overwrite --epochs 8
+	$(BIN)/segexport $(DEMO)/model.pt $(DEMO)/model.onnx --overwrite
+	$(BIN)/python -m unsupseg.train.sample $(DEMO)/sample --overwrite
+	$(BIN)/seginfer --input $(DEMO)/sample/images --masks $(DEMO)/sample/masks \
+	    --output $(DEMO)/masks --model $(DEMO)/model.onnx --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## Quick loop for development: everything but the slow end-to-end tests
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
