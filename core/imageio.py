@@ -145,10 +145,26 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return arr != 0
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's 0600 would hide outputs
+
+
+def temp_path_beside(path: Path) -> Path:
+    """A fresh temporary file next to ``path`` (same file system, so rename is atomic)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
+    return Path(tmp)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_beside(path)
     try:
         write(tmp)
         os.replace(tmp, path)

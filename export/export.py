@@ -13,7 +13,6 @@ checkpoint hash) goes into ``metadata_props``, so seginfer needs nothing else.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 
 from unsupseg import __version__
 from unsupseg.core.errors import ModelFileError, OutputExistsError, UnsupsegError
+from unsupseg.core.imageio import temp_path_beside
 from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
 
 OPSET = 18
@@ -172,9 +172,7 @@ def export_onnx(
     )
     onnx.checker.check_model(proto, full_check=True)
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{onnx_path.name}.", suffix=".part", dir=onnx_path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = temp_path_beside(onnx_path)
     try:
         onnx.save_model(proto, tmp, save_as_external_data=False)
         worst, agreement, checks = 0.0, 1.0, []

@@ -54,6 +54,9 @@ Example:
 )
 @click.option("--arch", type=click.Choice(["unet", "seed"]), default=None, help="Network family.")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Channels of the first block.")
+@click.option(
+    "--context/--no-context", default=None, help="unet: add image-wide context features (default on)."
+)
 @click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Weight of total variation.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Peak learning rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Images per step.")
@@ -99,6 +102,7 @@ def main(
     epochs,
     arch,
     width,
+    context,
     alpha,
     lr,
     batch_size,
@@ -149,6 +153,7 @@ def main(
             epochs=epochs,
             arch=arch,
             width=width,
+            context=context,
             alpha=alpha,
             lr=lr,
             batch_size=batch_size,

@@ -20,7 +20,8 @@ class TrainConfig:
     arch: str = "unet"  # "seed" or "unet"
     width: int = 16  # first-block channels
     init: str = "default"  # "seed" (notebook) or "default" (PyTorch) initialisation
-    epochs: int = 30  # passes over the training split
+    context: bool = True  # unet: image-wide context features at the bottleneck
+    epochs: int = 60  # passes over the training split
     batch_size: int = 32  # images per step
     optimizer: str = "adamw"  # "sgd" or "adamw"
     lr: float = 0.01  # peak learning rate
@@ -37,7 +38,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = all cores
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(arch=self.arch, width=self.width, init=self.init)
+        return ModelConfig(arch=self.arch, width=self.width, init=self.init, context=self.context)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,6 +57,7 @@ PRESETS: dict[str, dict] = {
         arch="seed",
         width=64,
         init="seed",
+        context=False,
         epochs=275,
         batch_size=32,
         optimizer="sgd",

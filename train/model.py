@@ -38,6 +38,8 @@ class ModelConfig:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.width < 1:
             raise ValueError(f"width must be >= 1, got {self.width}")
+        if self.context and self.arch != "unet":
+            raise ValueError("context features exist only for arch 'unet'")
         if self.init not in ("seed", "default"):
             raise ValueError(f"unknown init {self.init!r}; choose 'seed' or 'default'")
 
