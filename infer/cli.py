@@ -311,3 +311,7 @@ def _manifest(params: dict, segmenter, n_images: int) -> dict:
         "platform": platform.platform(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+if __name__ == "__main__":
+    main()

@@ -182,6 +182,7 @@ class CropDataset(Dataset):
 class PreparedData:
     train: Dataset
     test: list  # list of (image (1,1,H,W) batches, mask) tensors ready for evaluation
+    train_eval: list  # the training images in the same form, for the final train IoU
     has_masks: bool
     source: str
     grid_train: tuple[np.ndarray, np.ndarray] = field(default=None)  # 10 images + masks for the grid
@@ -223,6 +224,7 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
         return PreparedData(
             train=train,
             test=_batches(xte, yte, cfg.batch_size),
+            train_eval=_batches(xtr, ytr, cfg.batch_size),
             has_masks=True,
             source=source,
             grid_train=_grid_pick(xtr, ytr),
@@ -281,6 +283,7 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
             crops, cfg.crop, max(cfg.samples_per_epoch, cfg.batch_size), cfg.augment, norm, cfg.input_noise
         ),
         test=test,
+        train_eval=test,  # folder: every image is both trained on (as crops) and evaluated whole
         has_masks=has_masks,
         source=str(path),
         grid_train=grid,
@@ -566,10 +569,17 @@ def run_training(
 
     elapsed = elapsed_before + time.perf_counter() - t_start
     final = _nan_to_none(history[-1]) if history else {}
+    # The running train IoU is measured on augmented (noisier) inputs while the weights
+    # move; the final train IoU is measured like the test IoU: eval mode, inputs as is.
+    train_eval = evaluate(model, data.train_eval, cfg.alpha, device, data.has_masks) if history else {}
+    if data.has_masks and history:
+        final["train_iou_running"] = final.get("train_iou_mean")
+        final["train_iou_mean"] = train_eval["iou_mean"]
     summary = {
         "final": {
             "epoch": final.get("epoch"),
             "train_iou": final.get("train_iou_mean"),
+            "train_iou_running": final.get("train_iou_running"),
             "test_iou": final.get("test_iou_mean"),
             "train_loss": final.get("train_loss_mean"),
             "test_loss": final.get("test_loss_mean"),
