@@ -222,3 +222,12 @@ def test_noisier_input_is_noisier_but_same_scale():
     noisy = [noisier_input(x[0], norm, 0.7) for _ in range(10)]
     assert all(n.shape == clean.shape and 0 <= n.min() and n.max() <= 1 for n in noisy)
     assert np.mean([np.abs(n - clean).mean() for n in noisy]) > 0.02
+
+
+def test_bad_normalisation_is_a_usage_error_and_touches_nothing(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"keep me")
+    r = _run(["--out", str(out), "--overwrite", "--norm-percentiles", "99", "1", *TINY])
+    assert r.exit_code == 2 and "need 0 <= low < high <= 100" in r.output
+    assert (out / "model.pt").read_bytes() == b"keep me"

@@ -74,6 +74,15 @@ Example:
     default=None,
     help="Random crops per epoch for --data DIR.",
 )
+@click.option(
+    "--norm-percentiles",
+    nargs=2,
+    type=click.FloatRange(0, 100),
+    default=None,
+    metavar="LOW HIGH",
+    help="Per-image normalisation: these percentiles map to 0 and 1 (default 1 99). Lower HIGH "
+    "(e.g. 95) when a few very bright objects would otherwise squash the rest.",
+)
 @click.option("--seed", type=int, default=None, help="Random seed (data generator, init, shuffling).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
@@ -110,6 +119,7 @@ def main(
     augment,
     crop,
     samples_per_epoch,
+    norm_percentiles,
     seed,
     device,
     threads,
@@ -162,6 +172,8 @@ def main(
             crop=crop,
             samples_per_epoch=samples_per_epoch,
             seed=seed,
+            norm_low=None if norm_percentiles is None else norm_percentiles[0],
+            norm_high=None if norm_percentiles is None else norm_percentiles[1],
             device=device,
             threads=threads,
         )

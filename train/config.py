@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from unsupseg.core.normalize import Normalization
 from unsupseg.train.model import ModelConfig
 
 
@@ -36,6 +37,11 @@ class TrainConfig:
     seed: int = 0  # seeds python, numpy and torch (and the built-in generator)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
     threads: int = 0  # torch CPU threads; 0 = all cores
+    norm_low: float = 1.0  # percentile of each image mapped to 0 (stored with the model)
+    norm_high: float = 99.0  # percentile of each image mapped to 1 (stored with the model)
+
+    def normalization(self) -> Normalization:
+        return Normalization(low=self.norm_low, high=self.norm_high)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, width=self.width, init=self.init, context=self.context)
@@ -78,4 +84,7 @@ def make_config(preset: str = "default", **overrides) -> TrainConfig:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     kw = dict(PRESETS[preset])
     kw.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig(preset=preset, **kw)
+    cfg = TrainConfig(preset=preset, **kw)
+    cfg.model_config()  # raise ValueError now, before anything is written
+    cfg.normalization()
+    return cfg

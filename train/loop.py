@@ -456,7 +456,7 @@ def run_training(
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     seed_everything(cfg.seed)
-    norm = Normalization()
+    norm = cfg.normalization()
     data = prepare_data(cfg, norm, log)  # raises DataError before anything is written
     out.mkdir(parents=True, exist_ok=True)
 
