@@ -32,7 +32,7 @@ from unsupseg.core.errors import OutputExistsError, UnsupsegError
 from unsupseg.core.imageio import is_image_path, read_image, temp_path_beside
 from unsupseg.core.modelcard import INPUT_NAME, ModelCard
 from unsupseg.core.normalize import Normalization
-from unsupseg.export.export import OPSET, ExportError, export_onnx
+from unsupseg.export.export import OPSET, ExportError, export_onnx, load_model
 
 QUANTIZATION = "int8-qdq"
 MAX_CALIBRATION = 200  # images (pages) used for calibration; more adds time, not accuracy
@@ -148,7 +148,7 @@ def export_int8(
     log: Callable[[str], None] = print,
     limit: int = MAX_CALIBRATION,
 ) -> QuantizeReport:
-    """Export ``checkpoint`` to an int8 (static QDQ) ONNX file at ``output``, calibrated on ``calibration``."""
+    """Export ``checkpoint`` to an int8 (static QDQ) ONNX file, calibrated on ``calibration``."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -159,12 +159,15 @@ def export_int8(
     if output.exists() and not overwrite:
         raise OutputExistsError(f"{output}: exists; pass --overwrite to replace it")
 
+    # Calibration data first: a bad folder or file fails in a second, before the export runs.
+    _, ckpt_card, _ = load_model(checkpoint)
+    images = calibration_images(calibration, ckpt_card.normalization, ckpt_card.size_multiple, limit)
+
     with tempfile.TemporaryDirectory(prefix="unsupseg-int8-") as tmpdir:
         tmp = Path(tmpdir)
         fp32_path, pre_path, q_path = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
         fp32 = export_onnx(checkpoint, fp32_path, opset=opset, log=log)
         card = fp32.card
-        images = calibration_images(calibration, card.normalization, card.size_multiple, limit)
         log(f"  calibrating on {len(images)} image(s) from {calibration}")
 
         try:

@@ -40,6 +40,10 @@ from unsupseg.infer.tiling import (
 )
 
 DEFAULT_BATCH_SIZE = 8
+# Pixels per onnxruntime call: batches of large images or tiles are cut to this many
+# pixels (at least one image). A 1024x1024 batch already keeps the CPU busy, while the
+# network's activations (~250 MB per megapixel at width 16) grow with the batch.
+MAX_BATCH_PIXELS = DEFAULT_TILE_SIZE * DEFAULT_TILE_SIZE
 
 
 def default_model_path() -> Path:
@@ -92,6 +96,7 @@ class Segmenter:
         tile_size: images with a (padded) side above this run in overlapping tiles.
         tile_overlap: overlap between neighbouring tiles, pixels.
         batch_size: images (or tiles) of one padded shape per onnxruntime call.
+        max_batch_pixels: fewer images per call when a batch would exceed this many pixels.
         threshold: probability threshold; None = the model card's.
         foreground: "bright" | "dark" | "model"; None = the model card's rule.
     """
@@ -106,11 +111,14 @@ class Segmenter:
         batch_size: int = DEFAULT_BATCH_SIZE,
         threshold: float | None = None,
         foreground: str | None = None,
+        max_batch_pixels: int = MAX_BATCH_PIXELS,
     ):
         from unsupseg.infer.session import OnnxSession
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batch_pixels < 1:
+            raise ValueError(f"max_batch_pixels must be >= 1, got {max_batch_pixels}")
         if tile_overlap < 0 or tile_overlap * 2 >= tile_size:
             raise ValueError(
                 f"tile_overlap must be >= 0 and < tile_size / 2, got {tile_overlap} and {tile_size}"
@@ -126,6 +134,7 @@ class Segmenter:
         self.tile_size = max(tile_size, self.multiple)
         self.tile_overlap = tile_overlap
         self.batch_size = batch_size
+        self.max_batch_pixels = max_batch_pixels
         self.threshold = float(self.card.threshold if threshold is None else threshold)
         self.foreground = foreground or self.card.polarity
 
@@ -137,6 +146,10 @@ class Segmenter:
     @property
     def device(self) -> str:
         return self.session.device
+
+    def batch_for(self, height: int, width: int) -> int:
+        """Images (or tiles) of this padded shape per onnxruntime call."""
+        return max(1, min(self.batch_size, self.max_batch_pixels // (height * width)))
 
     # -- single images -------------------------------------------------------------
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +187,9 @@ class Segmenter:
         """Normalised pages in, ``(key, (mask, prob))`` or ``(key, error)`` out, in completion order.
 
         Pages of the same padded shape, from different images, share onnxruntime
-        calls of up to ``batch_size``; large pages run tile by tile. At most
-        ``max_pending`` images (default ``4 * batch_size``) wait for a batch to fill.
+        calls of up to ``batch_size`` (fewer where that would exceed ``max_batch_pixels``);
+        large pages run tile by tile. At most ``max_pending`` images (default
+        ``4 * batch_size``) wait for a batch to fill.
         """
         max_pending = max_pending or 4 * self.batch_size
         buckets: dict[tuple[int, int], list] = {}  # padded shape -> [(job, page, padded array)]
@@ -195,7 +209,7 @@ class Segmenter:
                 if grid.is_single:
                     bucket = buckets.setdefault((grid.height, grid.width), [])
                     bucket.append((job, i, pad_to_multiple(norm[i], self.multiple)))
-                    if len(bucket) >= self.batch_size:
+                    if len(bucket) >= self.batch_for(grid.height, grid.width):
                         self._run_bucket(buckets.pop((grid.height, grid.width)))
                 else:
                     self._run_tiled(job, i, grid)
@@ -249,8 +263,9 @@ class Segmenter:
         padded = pad_to_multiple(job.norm[page], self.multiple)
         blender = TileBlender(grid)
         starts = list(grid)
-        for k in range(0, len(starts), self.batch_size):
-            chunk = starts[k : k + self.batch_size]
+        step = self.batch_for(grid.tile_h, grid.tile_w)
+        for k in range(0, len(starts), step):
+            chunk = starts[k : k + step]
             tiles = [padded[y : y + grid.tile_h, x : x + grid.tile_w] for y, x in chunk]
             probs = self._infer(tiles, [job])
             if probs is None:

@@ -28,7 +28,6 @@ itself was unreadable (that input is written *and* failed).
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -37,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from unsupseg.core.errors import ImageReadError
-from unsupseg.core.imageio import is_image_path, read_mask, write_text_atomic
+from unsupseg.core.imageio import is_image_path, read_mask, temp_path_beside
 from unsupseg.core.metrics import dice, iou, iou_any_polarity
 
 METRICS = ("iou", "iou_any_polarity", "dice")
@@ -104,6 +103,18 @@ def evaluate(case: CaseResult, pred: np.ndarray, mask_path: Path) -> None:
     case.n_mask_foreground, case.n_intersection = int(np.count_nonzero(gt)), int(np.count_nonzero(pred & gt))
 
 
+def _write_atomic(path: Path, write) -> None:
+    """``write(text_file)`` into a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_beside(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _shape(a: np.ndarray) -> str:
     return "x".join(map(str, a.shape[1:])) + (f" x {a.shape[0]} pages" if a.shape[0] > 1 else "")
 
@@ -146,7 +157,7 @@ class Report:
         ev = self.evaluated
         return {m: (float(np.mean([getattr(c, m) for c in ev])) if ev else None) for m in METRICS}
 
-    def summary(self) -> dict:
+    def summary(self, with_cases: bool = True) -> dict:
         failed = sorted(self.failed, key=lambda f: f["input"])
         return {
             "n_images": self.n_images,
@@ -155,18 +166,46 @@ class Report:
             "n_skipped": self.n_skipped,
             "failed": failed,
             "mean": self.mean(),
-            "metric_per_case": [asdict(c) for c in sorted(self.cases, key=lambda c: c.input)],
+            **(
+                {"metric_per_case": [asdict(c) for c in sorted(self.cases, key=lambda c: c.input)]}
+                if with_cases
+                else {}
+            ),
         }
 
     def write(self, summary_path: Path, csv_path: Path | None = None) -> None:
-        write_text_atomic(summary_path, json.dumps(self.summary(), indent=2) + "\n")
+        """Write summary.json (and report.csv) atomically, one case at a time.
+
+        The text is what ``json.dumps(self.summary(), indent=2)`` gives, but the per-case
+        rows are encoded and written one by one, so memory stays flat however many
+        inputs there were (a 10,000-file summary no longer builds ~40 MB of dicts).
+        """
+        cases = sorted(self.cases, key=lambda c: c.input)
+
+        def summary_json(f) -> None:
+            head = self.summary(with_cases=False)
+            text = json.dumps({**head, "metric_per_case": []}, indent=2)
+            if not cases:
+                f.write(text + "\n")
+                return
+            f.write(text[: text.rindex("[]")] + "[")
+            for i, c in enumerate(cases):
+                row = json.dumps(asdict(c), indent=2).replace("\n", "\n    ")
+                f.write(("," if i else "") + "\n    " + row)
+            f.write("\n  ]\n}\n")
+
+        _write_atomic(summary_path, summary_json)
         if csv_path is not None:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(CaseResult)], lineterminator="\n")
-            writer.writeheader()
-            for c in sorted(self.cases, key=lambda c: c.input):
-                writer.writerow(asdict(c))
-            write_text_atomic(csv_path, buf.getvalue())
+
+            def report_csv(f) -> None:
+                writer = csv.DictWriter(
+                    f, fieldnames=[fl.name for fl in fields(CaseResult)], lineterminator="\n"
+                )
+                writer.writeheader()
+                for c in cases:
+                    writer.writerow(asdict(c))
+
+            _write_atomic(csv_path, report_csv)
 
     def table(self) -> str:
         """A short text table: counts, and mean metrics when masks were matched."""

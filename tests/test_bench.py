@@ -1,0 +1,58 @@
+"""`python -m bench.run --quick`: every section lands in the markdown and the JSON."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_section(tmp_path):
+    from unsupseg.train.config import make_config
+    from unsupseg.train.data import generate, save_npz
+    from unsupseg.train.loop import run_training
+
+    xtr, ytr = generate(64, seed=21)
+    xte, yte = generate(32, seed=22)
+    save_npz(tmp_path / "d.npz", {"image_train": xtr, "mask_train": ytr, "image_test": xte, "mask_test": yte})
+    cfg = make_config("default", data=str(tmp_path / "d.npz"), out=str(tmp_path / "run"), width=4, epochs=1)
+    run_training(cfg, log=lambda m: None, progress=False, plots=False)
+    ckpt = tmp_path / "run" / "model.pt"
+
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--checkpoint", str(ckpt)]
+    cmd += ["--sweep", str(ckpt)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (out / "benchmarks.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    sections = ("model", "e2e", "classical", "sweep", "memory", "training", "quant", "gpu")
+    assert set(results["sections"]) == set(sections)
+    for title in (s["title"] for s in results["sections"].values()):
+        assert title in md
+    assert "python -m bench.run --quick" in md and "CPU:" in md and "onnxruntime" in md
+    assert "not measured yet" in md
+    model = results["sections"]["model"]
+    assert all(row["ratio_ort_over_torch"] > 0 for row in model["rows"])
+    assert 0 < results["sections"]["e2e"]["rows"][0]["fraction_kept"]
+    assert results["sections"]["memory"]["runs"]
+    assert "keep" in results["sections"]["quant"]
+    assert len(results["sections"]["sweep"]["rows"]) == 1
+
+
+def test_bench_refuses_a_missing_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path), "--checkpoint", "nope.pt"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "make train" in r.stderr
+    assert not (tmp_path / "benchmarks.md").exists()
+
+
+def test_bench_refuses_an_unknown_section(tmp_path):
+    cmd = [sys.executable, "-m", "bench.run", "--sections", "model,speed", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "speed" in r.stderr
