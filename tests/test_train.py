@@ -231,3 +231,21 @@ def test_bad_normalisation_is_a_usage_error_and_touches_nothing(tmp_path):
     r = _run(["--out", str(out), "--overwrite", "--norm-percentiles", "99", "1", *TINY])
     assert r.exit_code == 2 and "need 0 <= low < high <= 100" in r.output
     assert (out / "model.pt").read_bytes() == b"keep me"
+
+
+@pytest.mark.slow
+def test_init_from_starts_at_the_given_weights(tmp_path, small_npz):
+    first = tmp_path / "a"
+    r = _run(["--data", str(small_npz), "--out", str(first), *TINY])
+    assert r.exit_code == 0, r.output
+    second = tmp_path / "b"
+    # a different --width is overridden by the checkpoint's network
+    r = _run(["--data", str(small_npz), "--out", str(second), "--init-from", str(first / "model.pt"),
+              "--width", "8", "--epochs", "1", "--lr", "1e-9", "--no-plots", "-q", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    a, b = load_checkpoint(first / "model.pt"), load_checkpoint(second / "model.pt")
+    assert b["model_config"]["width"] == 4
+    # with a vanishing learning rate the conv weights barely move from the source
+    for k, v in a["state_dict"].items():
+        if k.endswith("weight") and v.ndim == 4:
+            torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-6)

@@ -83,6 +83,12 @@ Example:
     help="Per-image normalisation: these percentiles map to 0 and 1 (default 1 99). Lower HIGH "
     "(e.g. 95) when a few very bright objects would otherwise squash the rest.",
 )
+@click.option(
+    "--init-from",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="Start from the weights of this model.pt (fine-tuning); its architecture and width are used.",
+)
 @click.option("--seed", type=int, default=None, help="Random seed (data generator, init, shuffling).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option(
@@ -120,6 +126,7 @@ def main(
     crop,
     samples_per_epoch,
     norm_percentiles,
+    init_from,
     seed,
     device,
     threads,
@@ -172,6 +179,7 @@ def main(
             crop=crop,
             samples_per_epoch=samples_per_epoch,
             seed=seed,
+            init_from=None if init_from is None else str(init_from),
             norm_low=None if norm_percentiles is None else norm_percentiles[0],
             norm_high=None if norm_percentiles is None else norm_percentiles[1],
             device=device,

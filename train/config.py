@@ -37,6 +37,7 @@ class TrainConfig:
     seed: int = 0  # seeds python, numpy and torch (and the built-in generator)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
     threads: int = 0  # torch CPU threads; 0 = all cores
+    init_from: str | None = None  # start from this checkpoint's weights (its arch/width win)
     norm_low: float = 1.0  # percentile of each image mapped to 0 (stored with the model)
     norm_high: float = 99.0  # percentile of each image mapped to 1 (stored with the model)
 

@@ -452,6 +452,13 @@ def run_training(
         saved.device, saved.threads, saved.out = cfg.device, cfg.threads, cfg.out
         cfg = saved
 
+    init_state = None
+    if cfg.init_from and state is None:
+        # fine-tuning: the network's shape comes from the checkpoint
+        init_state = load_checkpoint(cfg.init_from)
+        src = init_state["model_config"]
+        cfg.arch, cfg.width = src["arch"], src["width"]
+        cfg.context, cfg.init = src.get("context", False), src.get("init", "default")
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
@@ -461,7 +468,11 @@ def run_training(
     out.mkdir(parents=True, exist_ok=True)
 
     mcfg = cfg.model_config()
-    model = build_model(mcfg).to(device)
+    model = build_model(mcfg)
+    if cfg.init_from and state is None:
+        model.load_state_dict(init_state["state_dict"])
+        log(f"starting from the weights of {cfg.init_from}")
+    model = model.to(device)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
