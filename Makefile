@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray]"
+	# annotated real nuclei for the benchmark and its test: only the wheel's data files are read,
+	# --no-deps keeps its TensorFlow stack out
+	$(BIN)/python -m pip install --quiet --no-deps stardist==0.9.2
 	touch $(STAMP)
 
 ## Train the default model on the built-in data -> $(RUN)/model.pt
@@ -43,11 +46,8 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-# The real-image section reads annotated nuclei shipped in the stardist wheel; --no-deps keeps
-# its TensorFlow stack out (the package is never imported, only its data files are read).
 SWEEP := runs/w4/model.pt runs/w8/model.pt $(RUN)/model.pt runs/w32/model.pt
 bench: $(STAMP) $(SWEEP)
-	$(BIN)/python -m pip install --quiet --no-deps stardist==0.9.2
 	$(BIN)/python -m bench.run --checkpoint $(RUN)/model.pt --sweep $(subst $(eval) ,$(comma),$(SWEEP))
 
 comma := ,

@@ -1090,9 +1090,11 @@ def section_real(shared: Shared) -> Section:
         "and a two-region energy then splits bright from the rest. `--norm-percentiles 1 95` is the "
         "label-free fix a user makes after looking at the image.",
     )
-    epochs, samples = (1, 64) if st.quick else (20, 1000)
+    epochs, samples, tile = (1, 64, 256) if st.quick else (20, 1000, 128)
     try:
-        res = run_real_data(st.work / "real", st.checkpoint, epochs=epochs, samples=samples, log=log)
+        res = run_real_data(
+            st.work / "real", st.checkpoint, epochs=epochs, samples=samples, tile=tile, log=log
+        )
     except RealDataMissing as e:
         sec.notes.append(f"Not run: {e}")
         return sec
@@ -1118,7 +1120,7 @@ def section_real(shared: Shared) -> Section:
         f"Best folder-trained model: {100 * trained[best]:.1f}% IoU vs {100 * default:.1f}% for the packaged "
         f"default model ({best})."
     )
-    sec.data = {"results": res, "epochs": epochs, "samples_per_epoch": samples}
+    sec.data = {"results": res, "epochs": epochs, "samples_per_epoch": samples, "tile": tile}
     return sec
 
 

@@ -140,6 +140,26 @@ def _suffix(shard):
     help="Process the I-th of N deterministic slices of the inputs (1/N .. N/N); "
     "run files get a -shard-I-of-N suffix.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help='Run here, or on a Ray cluster with a pool of onnxruntime actors (pip install "unsupseg[ray]"); '
+    "--output must then be on a file system all Ray nodes share.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDRESS",
+    help="Ray cluster to join with --engine ray (e.g. auto, ray://head:10001).  "
+    "[default: a local Ray started for the run]",
+)
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(min=1),
+    help="Actors (onnxruntime sessions) with --engine ray; each uses --threads CPUs (default 1) or "
+    "one GPU with --device cuda.  [default: fill the cluster]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no table; errors only.")
 @click.option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
 @click.version_option(__version__, prog_name="seginfer")
@@ -161,6 +181,9 @@ def main(
     overwrite,
     skip_existing,
     shard,
+    engine,
+    ray_address,
+    ray_actors,
     quiet,
     verbose,
 ):
@@ -187,6 +210,15 @@ def main(
         raise click.BadParameter(
             f"must be less than half of --tile-size ({tile_size})", param_hint="--tile-overlap"
         )
+    if engine != "ray" and (ray_address or ray_actors):
+        raise click.UsageError("--ray-address and --ray-actors need --engine ray")
+    if engine == "ray":
+        from unsupseg.infer.ray_engine import RayEngineError, require_ray
+
+        try:
+            require_ray()
+        except RayEngineError as e:
+            raise click.UsageError(str(e)) from None
 
     from unsupseg.core.errors import DeviceError, ModelFileError, OutputExistsError
     from unsupseg.infer import pipeline
@@ -201,17 +233,20 @@ def main(
             pipeline.check_overwrite(items, fmt, save_prob)
     except (pipeline.InputError, OutputExistsError) as e:
         raise click.UsageError(str(e)) from None
+    segmenter_kwargs = dict(
+        model=model,
+        device=device,
+        threads=threads,
+        tile_size=tile_size,
+        tile_overlap=tile_overlap,
+        batch_size=batch_size,
+        threshold=threshold,
+        foreground=foreground,
+    )
     try:
-        segmenter = Segmenter(
-            model=model,
-            device=device,
-            threads=threads,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-            batch_size=batch_size,
-            threshold=threshold,
-            foreground=foreground,
-        )
+        # With --engine ray the GPUs are on the workers: the driver checks the model on the CPU.
+        local_device = "cpu" if engine == "ray" else device
+        segmenter = Segmenter(**{**segmenter_kwargs, "device": local_device})
     except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="--device") from None
     except ModelFileError as e:
@@ -219,9 +254,12 @@ def main(
     if not quiet:
         reason = segmenter.session.fallback_reason
         why = f" (CUDA not used: {reason})" if reason else ""
-        click.echo(
-            f"seginfer: {segmenter.provider} on {segmenter.device}{why}, {len(items)} images", err=True
+        where = (
+            f"Ray actors, --device {device}"
+            if engine == "ray"
+            else f"{segmenter.provider} on {segmenter.device}{why}"
         )
+        click.echo(f"seginfer: {where}, {len(items)} images", err=True)
 
     output.mkdir(parents=True, exist_ok=True)
     suffix = _suffix(shard)
@@ -234,15 +272,23 @@ def main(
     start = time.perf_counter()
     with _progress(len(items), quiet) as bar:
 
-        def on_done(item, error):
+        def on_done(src, error):
             if error is not None:
-                where = "" if error.startswith(str(item.src)) else f"{item.src}: "
+                where = "" if error.startswith(str(src)) else f"{src}: "
                 bar.write(f"seginfer: failed: {where}{error}", file=sys.stderr)
             bar.update(1)
             if report.failed:
                 bar.set_postfix(failed=report.n_failed, refresh=False)
 
-        pipeline.run(segmenter, items, options, report, on_done)
+        if engine == "ray":
+            from unsupseg.infer import ray_engine
+
+            try:
+                ray_engine.run(items, options, segmenter_kwargs, report, ray_address, ray_actors, on_done)
+            except ray_engine.RayEngineError as e:
+                raise click.ClickException(str(e)) from None
+        else:
+            pipeline.run(segmenter, items, options, report, lambda item, err: on_done(item.src, err))
     elapsed = time.perf_counter() - start
 
     report.write(output / f"summary{suffix}.json", output / f"report{suffix}.csv" if masks else None)

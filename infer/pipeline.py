@@ -201,13 +201,18 @@ def run(
     options: RunOptions,
     report: Report,
     on_done: Callable[[Item, str | None], None] | None = None,
+    mask_index: MaskIndex | None = None,
 ) -> Report:
     """Segment ``items`` and write their masks; every result lands in ``report``.
 
     ``on_done(item, error_message_or_None)`` is called once per input (progress bars).
+    ``mask_index``: the ``options.masks`` folder already indexed (callers that run many
+    small batches, like the Ray engine's actors, index it once).
     """
     on_done = on_done or (lambda item, err: None)
-    index = MaskIndex(options.masks) if options.masks is not None else None
+    index = mask_index
+    if index is None and options.masks is not None:
+        index = MaskIndex(options.masks)
     depth = options.depth or max(8, 2 * segmenter.batch_size)
 
     todo, skipped = [], []

@@ -151,7 +151,9 @@ class Report:
 
     @property
     def evaluated(self) -> list[CaseResult]:
-        return [c for c in self.cases if c.iou is not None]
+        """Cases with metrics, sorted by input: means do not depend on completion order,
+        so a run, its shards merged (segreport) and a Ray run give the same bytes."""
+        return sorted((c for c in self.cases if c.iou is not None), key=lambda c: c.input)
 
     def mean(self) -> dict[str, float | None]:
         ev = self.evaluated

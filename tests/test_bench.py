@@ -30,7 +30,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     md = (out / "benchmarks.md").read_text()
     results = json.loads((out / "results.json").read_text())
-    sections = ("model", "e2e", "classical", "sweep", "memory", "training", "quant", "gpu")
+    sections = ("model", "e2e", "classical", "sweep", "real", "memory", "training", "quant", "gpu")
     assert set(results["sections"]) == set(sections)
     for title in (s["title"] for s in results["sections"].values()):
         assert title in md
@@ -42,6 +42,9 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert results["sections"]["memory"]["runs"]
     assert "keep" in results["sections"]["quant"]
     assert len(results["sections"]["sweep"]["rows"]) == 1
+    real = results["sections"]["real"]["results"]  # stardist's nuclei, installed by make
+    assert "unsupseg packaged default model" in real and "Otsu" in real
+    assert all(0 <= r["iou"] <= 1 for r in real.values())
 
 
 def test_bench_refuses_a_missing_checkpoint(tmp_path):

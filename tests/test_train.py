@@ -240,8 +240,26 @@ def test_init_from_starts_at_the_given_weights(tmp_path, small_npz):
     assert r.exit_code == 0, r.output
     second = tmp_path / "b"
     # a different --width is overridden by the checkpoint's network
-    r = _run(["--data", str(small_npz), "--out", str(second), "--init-from", str(first / "model.pt"),
-              "--width", "8", "--epochs", "1", "--lr", "1e-9", "--no-plots", "-q", "--threads", "1"])
+    r = _run(
+        [
+            "--data",
+            str(small_npz),
+            "--out",
+            str(second),
+            "--init-from",
+            str(first / "model.pt"),
+            "--width",
+            "8",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-9",
+            "--no-plots",
+            "-q",
+            "--threads",
+            "1",
+        ]
+    )
     assert r.exit_code == 0, r.output
     a, b = load_checkpoint(first / "model.pt"), load_checkpoint(second / "model.pt")
     assert b["model_config"]["width"] == 4

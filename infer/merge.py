@@ -1,0 +1,95 @@
+"""Merge the run files of ``seginfer --shard I/N`` into the report one run would write.
+
+Each shard writes ``summary-shard-I-of-N.json`` (and ``report-shard-I-of-N.csv``
+with ``--masks``) into the shared output folder. ``merge_shards`` reads all N
+summaries back into one ``Report``: the per-case rows and failures are joined,
+the counts summed and the means recomputed over the cases, so ``Report.write``
+gives ``summary.json`` / ``report.csv`` with the same bytes as a single
+``seginfer`` run over all inputs (rows sorted by input, same key order).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from unsupseg.core.errors import UnsupsegError
+from unsupseg.infer.report import CaseResult, Report
+
+SHARD_SUMMARY = re.compile(r"summary-shard-(\d+)-of-(\d+)\.json")
+_CASE_FIELDS = {f.name for f in fields(CaseResult)}
+
+
+class MergeError(UnsupsegError):
+    """The shard files of a folder cannot be merged (none, missing shards, mixed runs)."""
+
+
+@dataclass
+class Merged:
+    report: Report  # all shards' cases and failures
+    n_shards: int  # N of the I/N shards found
+    with_csv: bool  # the shards wrote report-shard-*.csv (they ran with --masks)
+
+
+def shard_summaries(folder: Path) -> tuple[int, dict[int, Path]]:
+    """(N, {I: path}) of the complete set of summary-shard-I-of-N.json files in ``folder``."""
+    found: dict[int, dict[int, Path]] = {}
+    for path in sorted(Path(folder).glob("summary-shard-*-of-*.json")):
+        m = SHARD_SUMMARY.fullmatch(path.name)
+        if m:
+            found.setdefault(int(m[2]), {})[int(m[1])] = path
+    if not found:
+        raise MergeError(
+            f"{folder}: no summary-shard-I-of-N.json files; run `seginfer --shard I/N --output {folder}` "
+            "for every shard first"
+        )
+    if len(found) > 1:
+        runs = ", ".join(f"{len(v)} of {n}" for n, v in sorted(found.items()))
+        raise MergeError(
+            f"{folder}: shard files of runs with different N ({runs}); "
+            "remove the files of the runs you do not want to merge"
+        )
+    ((n, shards),) = found.items()
+    missing = [i for i in range(1, n + 1) if i not in shards]
+    if missing:
+        names = ", ".join(f"{i}/{n}" for i in missing)
+        raise MergeError(
+            f"{folder}: shard(s) {names} have no summary-shard-I-of-{n}.json; run them "
+            f"(`seginfer --shard I/{n} ...`, add --skip-existing to resume a stopped one) and merge again"
+        )
+    return n, shards
+
+
+def merge_shards(folder: Path) -> Merged:
+    """Read every shard summary of ``folder`` into one Report."""
+    folder = Path(folder)
+    n, shards = shard_summaries(folder)
+    report = Report()
+    seen: dict[str, int] = {}
+    for i, path in sorted(shards.items()):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            report.n_images += int(summary["n_images"])
+            rows, failed = summary["metric_per_case"], summary["failed"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MergeError(
+                f"{path}: not a seginfer summary ({type(e).__name__}: {e}); re-run shard {i}/{n}"
+            ) from None
+        for row in rows:
+            if set(row) != _CASE_FIELDS:
+                raise MergeError(
+                    f"{path}: a metric_per_case row has keys {sorted(row)}, expected {sorted(_CASE_FIELDS)}; "
+                    f"was it written by another unsupseg version? Re-run shard {i}/{n}"
+                )
+            if row["input"] in seen:
+                raise MergeError(
+                    f"{row['input']} is in shard {seen[row['input']]}/{n} and {i}/{n}; the shards "
+                    "came from different input lists. Re-run all shards with the same --input"
+                )
+            seen[row["input"]] = i
+            report.add(CaseResult(**row))
+        report.failed.extend({"input": f["input"], "error": f["error"]} for f in failed)
+    with_csv = any((folder / f"report-shard-{i}-of-{n}.csv").exists() for i in shards)
+    return Merged(report, n, with_csv)
