@@ -46,7 +46,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-SWEEP := runs/w4/model.pt runs/w8/model.pt $(RUN)/model.pt
+SWEEP := runs/w4/model.pt $(RUN)/model.pt runs/w16/model.pt
 bench: $(STAMP) $(SWEEP)
 	$(BIN)/python -m bench.run --checkpoint $(RUN)/model.pt --sweep $(subst $(eval) ,$(comma),$(SWEEP))
 

@@ -19,7 +19,7 @@ class TrainConfig:
     out: str = "runs/default"  # run folder
     preset: str = "default"  # "default" or "seed"
     arch: str = "unet"  # "seed" or "unet"
-    width: int = 16  # first-block channels
+    width: int = 8  # first-block channels (8: the accuracy of 16 at 0.7x the cost, docs/model-selection.md)
     init: str = "default"  # "seed" (notebook) or "default" (PyTorch) initialisation
     context: bool = True  # unet: image-wide context features at the bottleneck
     epochs: int = 60  # passes over the training split

@@ -29,7 +29,7 @@ SIZE_MULTIPLE = 8  # three stride-2 stages
 @dataclass
 class ModelConfig:
     arch: str = "unet"  # "seed" (notebook autoencoder) or "unet" (with skip connections)
-    width: int = 16  # channels of the first encoder block; later blocks use 2x and 4x
+    width: int = 8  # channels of the first encoder block; later blocks use 2x and 4x
     init: str = "default"  # "seed" = notebook initialisation, "default" = PyTorch's
     context: bool = False  # unet only: add image-wide (global average) features at the bottleneck
 
