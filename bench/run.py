@@ -1081,7 +1081,7 @@ def section_real(shared: Shared) -> Section:
         "real",
         "Real images: training on an unlabeled folder",
         "stardist's annotated fluorescence nuclei (DSB 2018 / BBBC038, 512x512, 125 nuclei, shipped in the "
-        f"`{STARDIST_SPEC}` wheel, installed with --no-deps by `make bench`), cut into 128x128 tiles. "
+        f"`{STARDIST_SPEC}` wheel, installed with --no-deps by the Makefile), cut into 128x128 tiles. "
         "`segtrain --data tiles/` trains on the images only (transductive, as a user would run it); the "
         "masks only score. seginfer segments every tile; `iou` is the IoU of the mask as written (brighter "
         "region = foreground), `iou_any_polarity` the notebook's metric. The image has three intensity "
