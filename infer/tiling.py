@@ -28,22 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unsupseg.core.padding import pad_to_multiple, round_up  # noqa: F401  (re-exported)
+
 DEFAULT_TILE_SIZE = 1024
 DEFAULT_OVERLAP = 64
-
-
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
-def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    """(..., H, W) -> (..., H', W') with H', W' the next multiples, reflect-padded bottom/right."""
-    h, w = image.shape[-2:]
-    ph, pw = round_up(h, multiple) - h, round_up(w, multiple) - w
-    if ph == 0 and pw == 0:
-        return image
-    pad = [(0, 0)] * (image.ndim - 2) + [(0, ph), (0, pw)]
-    return np.pad(image, pad, mode="reflect" if min(h, w) > 1 else "edge")
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from unsupseg.core.errors import ImageReadError, UnsupsegError
-from unsupseg.core.imageio import is_image_path, read_image, read_mask
+from unsupseg.core.imageio import IMAGE_SUFFIXES, is_image_path, read_image, read_mask
 from unsupseg.core.normalize import Normalization
 
 NPZ_KEYS = ("image_train", "mask_train", "image_test", "mask_test")
@@ -209,9 +209,7 @@ def load_folder(
         raise DataError(f"{folder}: not a folder")
     files = list_images(folder)
     if not files:
-        raise DataError(
-            f"{folder}: no images found (looked for {', '.join(sorted({'.png', '.jpg', '.tif', '.bmp'}))}...)"
-        )
+        raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     mask_root = Path(masks) if masks is not None else None
     out: list[FolderImage] = []
     for f in files:

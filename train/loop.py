@@ -33,6 +33,7 @@ from unsupseg import __version__
 from unsupseg.core.errors import ModelFileError, OutputExistsError, UnsupsegError
 from unsupseg.core.modelcard import ModelCard
 from unsupseg.core.normalize import Normalization
+from unsupseg.core.padding import pad_to_multiple
 from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.data import DataError, builtin_splits, load_folder, load_npz, normalize_stack
@@ -195,15 +196,6 @@ def _batches(images: np.ndarray, masks: np.ndarray, size: int) -> list:
     return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
 
 
-def pad_to_multiple(img: np.ndarray, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
-    h, w = img.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return img
-    mode = "reflect" if min(h, w) > max(ph, pw) else "edge"
-    return np.pad(img, ((0, ph), (0, pw)), mode=mode)
-
-
 def _grid_pick(images: np.ndarray, masks: np.ndarray, n: int = 10):
     idx = np.linspace(0, len(images) - 1, min(n, len(images))).astype(int)
     return images[idx], masks[idx]
@@ -254,7 +246,7 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
     test = []
     for it in items:
         h, w = it.image.shape
-        img = pad_to_multiple(it.image)
+        img = pad_to_multiple(it.image, SIZE_MULTIPLE)
         m = np.zeros(img.shape, dtype=bool)
         if it.mask is not None:
             m[:h, :w] = it.mask
@@ -265,7 +257,6 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
                 (h, w, it.mask is not None),
             )
         )
-    crops = [it for it in items]
     gi = np.linspace(0, len(items) - 1, min(10, len(items))).astype(int)
     side = cfg.crop
     grid_imgs, grid_msks = [], []
@@ -280,7 +271,7 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
     log(f"{len(items)} image(s) from {path}" + (f", masks from {cfg.masks}" if has_masks else ""))
     return PreparedData(
         train=CropDataset(
-            crops, cfg.crop, max(cfg.samples_per_epoch, cfg.batch_size), cfg.augment, norm, cfg.input_noise
+            items, cfg.crop, max(cfg.samples_per_epoch, cfg.batch_size), cfg.augment, norm, cfg.input_noise
         ),
         test=test,
         train_eval=test,  # folder: every image is both trained on (as crops) and evaluated whole
@@ -605,7 +596,7 @@ def run_training(
         "torch_version": torch.__version__,
         "device": str(device),
     }
-    _write_metrics(out, [{k: v for k, v in r.items()} for r in history], summary)
+    _write_metrics(out, history, summary)
     if interrupted:
         log(
             f"interrupted after epoch {len(history)}; state saved to {out / 'last.pt'}. "
