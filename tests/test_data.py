@@ -1,15 +1,13 @@
-"""Built-in generator, .npz format, folder loading."""
+"""Built-in generator and the .npz format (folders: tests/test_folder.py)."""
 
 import numpy as np
 import pytest
 
-from unsupseg.core import Normalization
 from unsupseg.train.data import (
     NPZ_KEYS,
     DataError,
     builtin_splits,
     generate,
-    load_folder,
     load_npz,
     save_npz,
 )
@@ -76,27 +74,3 @@ def test_npz_size_not_multiple_of_8(tmp_path):
     np.savez(p, image_train=z, mask_train=z, image_test=z, mask_test=z)
     with pytest.raises(DataError, match="multiples of 8"):
         load_npz(p)
-
-
-def test_load_folder_matches_masks_and_reports_bad_files(tmp_path):
-    import imageio.v3 as iio
-
-    imgs, masks = generate(3, 40, 24, seed=2)
-    (tmp_path / "img").mkdir()
-    (tmp_path / "gt").mkdir()
-    for i in range(3):
-        iio.imwrite(tmp_path / "img" / f"a{i}.png", (np.clip(imgs[i], 0, 1) * 255).astype(np.uint8))
-        iio.imwrite(tmp_path / "gt" / f"a{i}.png", masks[i].astype(np.uint8) * 255)
-    (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG\r\n garbage")
-    errors = []
-    items = load_folder(
-        tmp_path / "img", Normalization(), tmp_path / "gt", on_error=lambda p, m: errors.append(m)
-    )
-    assert len(items) == 3
-    assert all(np.array_equal(it.mask, masks[i]) for i, it in enumerate(items))
-    assert len(errors) == 1 and "broken.png" in errors[0]
-
-
-def test_load_folder_empty(tmp_path):
-    with pytest.raises(DataError, match="no images found"):
-        load_folder(tmp_path, Normalization())

@@ -212,7 +212,7 @@ def test_augmentation_moves_image_and_mask_together(kind):
 def test_noisier_input_is_noisier_but_same_scale():
     from unsupseg.core import Normalization
     from unsupseg.train.data import generate
-    from unsupseg.train.loop import noisier_input
+    from unsupseg.train.folder import noisier_input
 
     np.random.seed(0)
     x, _ = generate(1, 64, 64, sigma=(0.1, 0.1), seed=1)
@@ -267,3 +267,38 @@ def test_init_from_starts_at_the_given_weights(tmp_path, small_npz):
     for k, v in a["state_dict"].items():
         if k.endswith("weight") and v.ndim == 4:
             torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_folder_training_does_not_depend_on_reader_processes(tmp_path):
+    """Each sample is fixed by its number and the seed: 0 or 2 DataLoader workers, or a
+    cache too small to hold anything, give the same weights."""
+    from PIL import Image
+
+    from unsupseg.train.config import make_config
+    from unsupseg.train.data import generate
+    from unsupseg.train.loop import run_training
+
+    x, _ = generate(10, 40, 48, seed=3, quantize=8)
+    (tmp_path / "img").mkdir()
+    for i in range(10):
+        Image.fromarray(x[i]).save(tmp_path / "img" / f"{i}.png")
+    states = []
+    for workers, cache_mb in ((0, 1024), (2, 1024), (0, 0)):
+        cfg = make_config(
+            data=str(tmp_path / "img"),
+            out=str(tmp_path / f"run{workers}_{cache_mb}"),
+            epochs=2,
+            width=4,
+            batch_size=8,
+            crop=32,
+            samples_per_epoch=48,
+            device="cpu",
+            threads=1,
+            workers=workers,
+            cache_mb=cache_mb,
+        )
+        result = run_training(cfg, progress=False, plots=False, log=lambda m: None)
+        states.append(result.model.state_dict())
+    for other in states[1:]:
+        assert all(torch.equal(states[0][k], other[k]) for k in states[0])

@@ -15,6 +15,9 @@ Example:
     segtrain --out runs/default                    # built-in data, default preset
 
     segtrain --data images/ --masks gt/ --out runs/cells --epochs 40
+
+    torchrun --nproc_per_node 4 -m unsupseg.train.cli --data images/ --out runs/big
+                                                   # DDP: one process per GPU
 """
 
 
@@ -75,6 +78,25 @@ Example:
     help="Random crops per epoch for --data DIR.",
 )
 @click.option(
+    "--eval-images",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Whole images of --data DIR evaluated each epoch, spread over the folder (default 100).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Processes reading --data DIR images while training (default 0: the training process reads).",
+)
+@click.option(
+    "--cache-mb",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Memory for decoded --data DIR images, over all workers (default 1024). The folder itself "
+    "streams from disk, so memory stays flat however many files it holds.",
+)
+@click.option(
     "--norm-percentiles",
     nargs=2,
     type=click.FloatRange(0, 100),
@@ -125,6 +147,9 @@ def main(
     augment,
     crop,
     samples_per_epoch,
+    eval_images,
+    workers,
+    cache_mb,
     norm_percentiles,
     init_from,
     seed,
@@ -178,6 +203,9 @@ def main(
             augment=augment,
             crop=crop,
             samples_per_epoch=samples_per_epoch,
+            eval_images=eval_images,
+            workers=workers,
+            cache_mb=cache_mb,
             seed=seed,
             init_from=None if init_from is None else str(init_from),
             norm_low=None if norm_percentiles is None else norm_percentiles[0],

@@ -34,6 +34,9 @@ class TrainConfig:
     input_noise: float = 0.7  # training input gets extra noise, std U(0, this) x image range; 0 = off
     crop: int = 64  # side of the random training crops for --data DIR (multiple of 8)
     samples_per_epoch: int = 1000  # crops per epoch for --data DIR
+    eval_images: int = 100  # --data DIR: whole images evaluated each epoch, spread over the folder
+    workers: int = 0  # --data DIR: DataLoader worker processes reading images (0 = in the main process)
+    cache_mb: float = 1024  # --data DIR: decoded images kept in memory (LRU), MB over all workers
     seed: int = 0  # seeds python, numpy and torch (and the built-in generator)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N" or "mps"
     threads: int = 0  # torch CPU threads; 0 = all cores

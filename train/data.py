@@ -12,13 +12,11 @@ Deterministic by seed. ``builtin_splits()`` gives the notebook's format: 32x32,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from unsupseg.core.errors import ImageReadError, UnsupsegError
-from unsupseg.core.imageio import IMAGE_SUFFIXES, is_image_path, read_image, read_mask
+from unsupseg.core.errors import UnsupsegError
 from unsupseg.core.normalize import Normalization
 
 NPZ_KEYS = ("image_train", "mask_train", "image_test", "mask_test")
@@ -163,74 +161,3 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def normalize_stack(images: np.ndarray, norm: Normalization) -> np.ndarray:
     """Per-image normalisation of an (N, H, W) stack -> float32."""
     return np.stack([norm(im) for im in images]).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- folders
-@dataclass
-class FolderImage:
-    path: Path
-    image: np.ndarray  # (H, W) float32, normalised
-    mask: np.ndarray | None  # (H, W) bool, or None when no mask was found
-
-
-def list_images(folder: Path, recursive: bool = True) -> list[Path]:
-    it = folder.rglob("*") if recursive else folder.glob("*")
-    return sorted(p for p in it if p.is_file() and is_image_path(p))
-
-
-def match_mask(image: Path, image_root: Path, mask_root: Path) -> Path | None:
-    """The mask for an image: same relative path, else same relative stem, else same stem."""
-    rel = image.relative_to(image_root)
-    direct = mask_root / rel
-    if direct.is_file():
-        return direct
-    for cand in sorted((mask_root / rel.parent).glob(rel.stem + ".*")):
-        if is_image_path(cand):
-            return cand
-    for cand in sorted(mask_root.rglob(rel.stem + ".*")):
-        if is_image_path(cand):
-            return cand
-    return None
-
-
-def load_folder(
-    folder: str | os.PathLike,
-    norm: Normalization,
-    masks: str | os.PathLike | None = None,
-    on_error=None,
-) -> list[FolderImage]:
-    """Read every image page of a folder (normalised) with its mask when ``masks`` is given.
-
-    Unreadable files are reported through ``on_error(path, message)`` and skipped; if
-    nothing usable remains a DataError is raised.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: not a folder")
-    files = list_images(folder)
-    if not files:
-        raise DataError(f"{folder}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
-    mask_root = Path(masks) if masks is not None else None
-    out: list[FolderImage] = []
-    for f in files:
-        try:
-            pages = read_image(f)
-            mpages = None
-            if mask_root is not None:
-                mp = match_mask(f, folder, mask_root)
-                if mp is not None:
-                    mpages = read_mask(mp)
-                    if mpages.shape != pages.shape:
-                        raise ImageReadError(
-                            f"{mp}: mask shape {mpages.shape} differs from image {pages.shape}"
-                        )
-        except ImageReadError as e:
-            if on_error is None:
-                raise DataError(str(e)) from e
-            on_error(f, str(e))
-            continue
-        for i, page in enumerate(pages):
-            out.append(FolderImage(f, norm(page), None if mpages is None else mpages[i]))
-    if not out:
-        raise DataError(f"{folder}: none of the {len(files)} image files could be read")
-    return out

@@ -27,16 +27,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from unsupseg import __version__
 from unsupseg.core.errors import ModelFileError, OutputExistsError, UnsupsegError
 from unsupseg.core.modelcard import ModelCard
 from unsupseg.core.normalize import Normalization
 from unsupseg.core.padding import pad_to_multiple
+from unsupseg.infer.report import MaskIndex
+from unsupseg.train import distributed
 from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.config import TrainConfig
-from unsupseg.train.data import DataError, builtin_splits, load_folder, load_npz, normalize_stack
+from unsupseg.train.data import DataError, builtin_splits, load_npz, normalize_stack
+from unsupseg.train.folder import (
+    EpochSampler,
+    FileIndex,
+    FolderCropDataset,
+    load_eval_images,
+    noisier_input,
+)
 from unsupseg.train.loss import chan_vese_loss
 from unsupseg.train.model import SIZE_MULTIPLE, build_model
 
@@ -45,8 +55,13 @@ SERIES = ("loss", "fidelity", "tv", "iou")
 
 
 # ----------------------------------------------------------------------------- devices
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; an explicit device that cannot run is an error."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; an explicit device that cannot run is an error.
+
+    ``local_rank`` (a torchrun process): 'auto' and 'cuda' mean that process's GPU.
+    """
+    if local_rank is not None and name in ("auto", "cuda") and torch.cuda.is_available():
+        name = f"cuda:{local_rank}"
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -85,23 +100,6 @@ def batch_iou_any_polarity(u: torch.Tensor, mask: torch.Tensor, threshold: float
 
 
 # ----------------------------------------------------------------------------- datasets
-def noisier_input(image: np.ndarray, norm: Normalization, strength: float) -> np.ndarray:
-    """The network's training input: ``image`` plus Gaussian noise, normalised.
-
-    The noise std is drawn per image from U(0, strength) times the image's normalisation
-    range (p_high - p_low), so it is relative to the image's own contrast. The loss still
-    measures the image as observed: the network learns to recover, from a noisier view,
-    the partition that fits the real image, i.e. it learns to denoise (the Noisier2Noise
-    idea, Moran et al. 2020). No labels are involved.
-    """
-    if strength <= 0:
-        return norm(image)
-    lo, hi = norm.bounds(image)
-    std = np.random.uniform(0.0, strength) * (hi - lo)
-    noisy = image.astype(np.float32) + np.random.normal(0.0, std, size=image.shape).astype(np.float32)
-    return norm(noisy)
-
-
 class ArrayDataset(Dataset):
     """Raw images (N, H, W) and masks -> (input, image, mask), each (1, H, W).
 
@@ -137,48 +135,6 @@ class ArrayDataset(Dataset):
         return inp, img, msk
 
 
-class CropDataset(Dataset):
-    """Random square crops (input, image, mask) from normalised images of any size."""
-
-    def __init__(
-        self, items, crop: int, length: int, augment: str, norm: Normalization, input_noise: float = 0.0
-    ):
-        self.items = items
-        self.crop = crop
-        self.length = length
-        self.transform = build_augment(augment) if augment != "none" else None
-        self.norm = norm
-        self.input_noise = input_noise
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, i: int):
-        item = self.items[i % len(self.items)]
-        img = item.image
-        msk = item.mask if item.mask is not None else np.zeros(img.shape, dtype=bool)
-        h, w = img.shape
-        c = self.crop
-        if h < c or w < c:  # small images are reflected up to the crop size
-            ph, pw = max(0, c - h), max(0, c - w)
-            img = np.pad(img, ((0, ph), (0, pw)), mode="reflect" if min(h, w) > max(ph, pw) else "symmetric")
-            msk = np.pad(msk, ((0, ph), (0, pw)), mode="constant")
-            h, w = img.shape
-        y = np.random.randint(0, h - c + 1)
-        x = np.random.randint(0, w - c + 1)
-        crop = np.ascontiguousarray(img[y : y + c, x : x + c])
-        t_img = torch.from_numpy(crop)[None]
-        t_msk = torch.from_numpy(np.ascontiguousarray(msk[y : y + c, x : x + c]))[None]
-        t_inp = t_img
-        if self.input_noise > 0:
-            # the image is already normalised (range ~[0, 1]); noise is relative to that range
-            t_inp = torch.from_numpy(noisier_input(crop, Normalization(clip=False), self.input_noise))[None]
-            t_inp = t_inp.clamp(0, 1)
-        if self.transform is not None:
-            t_inp, t_img, t_msk = apply_augment(self.transform, t_inp, t_img, t_msk)
-        return t_inp, t_img, t_msk
-
-
 @dataclass
 class PreparedData:
     train: Dataset
@@ -188,6 +144,12 @@ class PreparedData:
     source: str
     grid_train: tuple[np.ndarray, np.ndarray] = field(default=None)  # 10 images + masks for the grid
     grid_test: tuple[np.ndarray, np.ndarray] = field(default=None)
+    sampler: Sampler | None = None  # the training order (None: shuffle the whole data set each epoch)
+    index: FileIndex | None = None  # --data DIR: the file list, removed by close()
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
 
 
 def _batches(images: np.ndarray, masks: np.ndarray, size: int) -> list:
@@ -201,7 +163,20 @@ def _grid_pick(images: np.ndarray, masks: np.ndarray, n: int = 10):
     return images[idx], masks[idx]
 
 
-def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], None]) -> PreparedData:
+def prepare_data(
+    cfg: TrainConfig,
+    norm: Normalization,
+    log: Callable[[str], None],
+    dist_ctx: distributed.DistContext | None = None,
+    device: torch.device | None = None,
+) -> PreparedData:
+    """The training set, the evaluation images and the figure grids for ``cfg.data``.
+
+    ``--data DIR`` streams (see ``unsupseg.train.folder``); the built-in data and .npz
+    files are small and held in memory.
+    """
+    dist_ctx = dist_ctx or distributed.DistContext()
+    device = device or torch.device("cpu")
     if cfg.data is None or str(cfg.data).endswith(".npz"):
         if cfg.data is None:
             splits = builtin_splits(cfg.seed)
@@ -233,52 +208,83 @@ def prepare_data(cfg: TrainConfig, norm: Normalization, log: Callable[[str], Non
     if cfg.crop % SIZE_MULTIPLE or cfg.crop <= 0:
         raise DataError(f"--crop {cfg.crop}: must be a positive multiple of {SIZE_MULTIPLE}")
 
-    def warn(p, msg):
-        log(f"skipped {msg}")
-
-    items = load_folder(path, norm, cfg.masks, on_error=warn)
-    has_masks = cfg.masks is not None and any(it.mask is not None for it in items)
-    if cfg.masks is not None and not has_masks:
-        log(f"warning: no mask in {cfg.masks} matches an image in {path}; IoU will not be reported")
-    # Evaluation ("test") runs on every full image, padded to a multiple of 8; IoU on
-    # images that have a mask. Images without a mask get an all-false mask and are
-    # excluded from IoU via the has_mask flag kept alongside.
+    if cfg.eval_images < 1:
+        raise DataError(f"--eval-images {cfg.eval_images}: must be at least 1")
+    mask_index = None
+    if cfg.masks is not None:
+        mask_index = MaskIndex(Path(cfg.masks))
+        if len(mask_index) == 0:
+            log(f"warning: no mask images in {cfg.masks}; IoU will not be reported")
+            mask_index = None
+    index = FileIndex(path)
+    try:
+        distributed.check_same(dist_ctx, len(index), f"the number of images in {path}", device)
+        evals = load_eval_images(index, norm, mask_index, cfg.eval_images, log)
+        length = max(cfg.samples_per_epoch, cfg.batch_size * dist_ctx.world_size)  # over all ranks
+        sampler = EpochSampler(len(index), length, cfg.seed, dist_ctx.rank, dist_ctx.world_size)
+    except BaseException:
+        index.close()
+        raise
+    has_masks = any(m is not None for _, _, m in evals)
+    if mask_index is not None and not has_masks:
+        log(
+            f"warning: no mask in {cfg.masks} matches the {len(evals)} evaluation image(s) from {path}; "
+            "IoU will not be reported"
+        )
+    # Evaluation ("test") runs on whole images, padded to a multiple of 8; IoU on images
+    # that have a mask. Images without a mask get an all-false mask and are excluded from
+    # IoU via the flag kept alongside.
     test = []
-    for it in items:
-        h, w = it.image.shape
-        img = pad_to_multiple(it.image, SIZE_MULTIPLE)
+    for _, image, mask in evals:
+        h, w = image.shape
+        img = pad_to_multiple(image, SIZE_MULTIPLE)
         m = np.zeros(img.shape, dtype=bool)
-        if it.mask is not None:
-            m[:h, :w] = it.mask
+        if mask is not None:
+            m[:h, :w] = mask
         test.append(
             (
                 torch.from_numpy(np.ascontiguousarray(img))[None, None],
                 torch.from_numpy(m)[None, None],
-                (h, w, it.mask is not None),
+                (h, w, mask is not None),
             )
         )
-    gi = np.linspace(0, len(items) - 1, min(10, len(items))).astype(int)
+    gi = np.linspace(0, len(evals) - 1, min(10, len(evals))).astype(int)
     side = cfg.crop
     grid_imgs, grid_msks = [], []
     for i in gi:
-        im = items[i].image
-        mk = items[i].mask if items[i].mask is not None else np.zeros(im.shape, bool)
+        _, im, mk = evals[i]
+        mk = mk if mk is not None else np.zeros(im.shape, bool)
         im = np.pad(im, ((0, max(0, side - im.shape[0])), (0, max(0, side - im.shape[1]))), mode="edge")
         mk = np.pad(mk, ((0, max(0, side - mk.shape[0])), (0, max(0, side - mk.shape[1]))))
         grid_imgs.append(im[:side, :side])
         grid_msks.append(mk[:side, :side])
     grid = (np.stack(grid_imgs), np.stack(grid_msks))
-    log(f"{len(items)} image(s) from {path}" + (f", masks from {cfg.masks}" if has_masks else ""))
+    log(
+        f"{len(index)} image file(s) in {path}, streamed; {len(evals)} evaluated each epoch"
+        + (f", masks from {cfg.masks}" if has_masks else "")
+    )
+    dataset = FolderCropDataset(
+        index,
+        cfg.crop,
+        norm,
+        cfg.augment,
+        cfg.input_noise,
+        masks=mask_index if has_masks else None,
+        seed=cfg.seed,
+        cache_mb=cfg.cache_mb,
+        workers=cfg.workers,
+        log=log,
+    )
     return PreparedData(
-        train=CropDataset(
-            items, cfg.crop, max(cfg.samples_per_epoch, cfg.batch_size), cfg.augment, norm, cfg.input_noise
-        ),
+        train=dataset,
         test=test,
-        train_eval=test,  # folder: every image is both trained on (as crops) and evaluated whole
+        train_eval=test,  # folder: evaluation images are trained on (as crops) and evaluated whole
         has_masks=has_masks,
         source=str(path),
         grid_train=grid,
         grid_test=grid,
+        sampler=sampler,
+        index=index,
     )
 
 
@@ -370,7 +376,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 # ----------------------------------------------------------------------------- the run
-def _check_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
+def _check_run_dir(out: Path, overwrite: bool, resume: bool, remove: bool = True) -> None:
+    """Refuse to mix runs; with ``overwrite`` (and ``remove``) delete the old run's files.
+
+    Ranks other than 0 of a DDP run check with ``remove=False``: rank 0 deletes.
+    """
     if resume:
         if not (out / "last.pt").is_file():
             raise OutputExistsError(
@@ -383,9 +393,10 @@ def _check_run_dir(out: Path, overwrite: bool, resume: bool) -> None:
                 f"{out}: run folder exists and is not empty; pass --overwrite to replace it, "
                 "--resume to continue it, or choose another --out"
             )
-        for name in ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "plots", ignore_errors=True)
+        if remove:
+            for name in ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json"):
+                (out / name).unlink(missing_ok=True)
+            shutil.rmtree(out / "plots", ignore_errors=True)
 
 
 def _write_metrics(out: Path, history: list[dict], summary: dict) -> None:
@@ -414,6 +425,7 @@ class TrainResult:
     out: Path
     final: dict
     interrupted: bool = False
+    model: torch.nn.Module | None = None  # the trained network (this process's copy under DDP)
 
 
 def run_training(
@@ -429,18 +441,34 @@ def run_training(
 
     With ``resume`` the configuration saved in ``out/last.pt`` is used (only device,
     threads and, if given, ``resume_epochs`` change).
+
+    Started by ``torchrun`` (WORLD_SIZE > 1), each process trains with DDP on its share
+    of the samples; rank 0 alone logs and writes the run folder (``train.distributed``).
     """
+    dist_ctx = distributed.from_env()
+    if not dist_ctx.is_main:
+        log, progress, plots = (lambda m: None), False, False
+    try:
+        return _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, dist_ctx)
+    finally:
+        distributed.teardown(dist_ctx)
+
+
+def _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, dist_ctx) -> TrainResult:
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
-    _check_run_dir(out, overwrite, resume)
+    main = dist_ctx.is_main
+    _check_run_dir(out, overwrite, resume, remove=main)
     state = None
     if resume:
         state = load_checkpoint(out / "last.pt")
         saved = TrainConfig.from_dict(state["train_config"])
         if resume_epochs is not None:
             saved.epochs = resume_epochs
+        # settings that do not change the result may differ on resume
         saved.device, saved.threads, saved.out = cfg.device, cfg.threads, cfg.out
+        saved.workers, saved.cache_mb = cfg.workers, cfg.cache_mb
         cfg = saved
 
     init_state = None
@@ -450,13 +478,25 @@ def run_training(
         src = init_state["model_config"]
         cfg.arch, cfg.width = src["arch"], src["width"]
         cfg.context, cfg.init = src.get("context", False), src.get("init", "default")
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, dist_ctx.local_rank if dist_ctx.enabled else None)
     if device.type == "cpu":
-        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+        # processes sharing a machine share its cores
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist_ctx.enabled else 1
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_world))
+    distributed.setup(dist_ctx, device)
     seed_everything(cfg.seed)
     norm = cfg.normalization()
-    data = prepare_data(cfg, norm, log)  # raises DataError before anything is written
-    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cfg, norm, log, dist_ctx, device)  # raises DataError before anything is written
+    try:
+        return _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progress, plots, tqdm)
+    finally:
+        data.close()
+
+
+def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progress, plots, tqdm):
+    main = dist_ctx.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     mcfg = cfg.model_config()
     model = build_model(mcfg)
@@ -464,6 +504,11 @@ def run_training(
         model.load_state_dict(init_state["state_dict"])
         log(f"starting from the weights of {cfg.init_from}")
     model = model.to(device)
+    raw_model = model  # what is evaluated, saved and exported
+    if dist_ctx.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # ranks start from rank 0's weights (DDP broadcasts them); their random draws differ
+        torch.manual_seed(cfg.seed * 1_000_003 + dist_ctx.rank)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -473,7 +518,21 @@ def run_training(
     else:
         raise UnsupsegError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen)
+    sampler = data.sampler
+    if sampler is None and dist_ctx.enabled:
+        sampler = DistributedSampler(
+            data.train, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+    loader = DataLoader(
+        data.train,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        generator=gen,
+        num_workers=cfg.workers if data.sampler is not None else 0,
+        persistent_workers=cfg.workers > 0 and data.sampler is not None,
+    )
     steps = max(1, len(loader)) * cfg.epochs
     sched = None
     if cfg.schedule == "onecycle":
@@ -495,6 +554,8 @@ def run_training(
         best_loss = float(state.get("best_loss", best_loss))
         elapsed_before = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
+        if dist_ctx.rank > 0:
+            torch.manual_seed(cfg.seed * 1_000_003 + dist_ctx.rank + 7919 * start_epoch)
         gen.set_state(state["loader_rng"])
         np.random.seed(cfg.seed + start_epoch)
         log(f"resuming {out} at epoch {start_epoch}/{cfg.epochs}")
@@ -513,7 +574,7 @@ def run_training(
         return {
             "format": CHECKPOINT_FORMAT,
             "model_config": mcfg.to_dict(),
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu() for k, v in raw_model.state_dict().items()},
             "card": card(metrics).to_dict(),
             "train_config": cfg.to_dict(),
             "epoch": epoch,
@@ -521,7 +582,9 @@ def run_training(
 
     log(
         f"training {mcfg.arch} width {mcfg.width} on {data.source} for {cfg.epochs} epochs "
-        f"(preset {cfg.preset}, device {device})"
+        f"(preset {cfg.preset}, device {device}"
+        + (f", {dist_ctx.world_size} processes" if dist_ctx.enabled else "")
+        + ")"
     )
     t_start = time.perf_counter()
     interrupted = False
@@ -537,9 +600,14 @@ def run_training(
     try:
         for epoch in bar:
             t0 = time.perf_counter()
-            np.random.seed(cfg.seed * 100003 + epoch)  # crop positions, reproducible on resume
+            # noise draws of the in-memory data sets, reproducible on resume and distinct per rank
+            np.random.seed(cfg.seed * 100003 + epoch + 1_000_003 * dist_ctx.rank)
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
             tr = train_epoch(model, loader, opt, sched, cfg.alpha, device, data.has_masks)
-            te = evaluate(model, data.test, cfg.alpha, device, data.has_masks)
+            if not main:
+                continue  # rank 0 evaluates and writes; the others go on to the next epoch
+            te = evaluate(raw_model, data.test, cfg.alpha, device, data.has_masks)
             row = {"epoch": epoch + 1}
             row.update({f"train_{k}": v for k, v in tr.items()})
             row.update({f"test_{k}": v for k, v in te.items()})
@@ -570,6 +638,11 @@ def run_training(
         bar.close()
 
     elapsed = elapsed_before + time.perf_counter() - t_start
+    if not interrupted:
+        distributed.sync_buffers(raw_model, dist_ctx)  # every rank ends with rank 0's exact state
+    if not main:
+        return TrainResult(out, {}, interrupted=interrupted, model=raw_model)
+    model = raw_model
     final = _nan_to_none(history[-1]) if history else {}
     # The running train IoU is measured on augmented (noisier) inputs while the weights
     # move; the final train IoU is measured like the test IoU: eval mode, inputs as is.
@@ -595,6 +668,7 @@ def run_training(
         "package_version": __version__,
         "torch_version": torch.__version__,
         "device": str(device),
+        "processes": dist_ctx.world_size,
     }
     _write_metrics(out, history, summary)
     if interrupted:
@@ -602,7 +676,7 @@ def run_training(
             f"interrupted after epoch {len(history)}; state saved to {out / 'last.pt'}. "
             f"Continue with: segtrain --out {out} --resume"
         )
-        return TrainResult(out, summary["final"], interrupted=True)
+        return TrainResult(out, summary["final"], interrupted=True, model=model)
 
     _atomic_torch_save(weights_ckpt(final, len(history)), out / "model.pt")
     if plots:
@@ -610,4 +684,4 @@ def run_training(
 
         save_plots(out / "plots", history, model, data, device, has_masks=data.has_masks)
     log(f"wrote {out / 'model.pt'} ({elapsed:.0f} s)")
-    return TrainResult(out, summary["final"])
+    return TrainResult(out, summary["final"], model=model)
