@@ -64,7 +64,7 @@ def test_two_gloo_ranks_end_with_the_same_weights(tmp_path, source, small_npz_fo
     assert any(not torch.equal(start[k], s0[k]) for k in s0 if k.endswith("weight"))  # training moved them
 
 
-def test_segtrain_under_torchrun_writes_one_run_folder(tmp_path):
+def test_segtrain_under_torchrun_writes_one_run_folder_and_resumes(tmp_path):
     images = _folder(tmp_path / "images")
     out = tmp_path / "run"
     r = _torchrun(
@@ -76,6 +76,10 @@ def test_segtrain_under_torchrun_writes_one_run_folder(tmp_path):
         str(out),
         "--epochs",
         "1",
+        "--preset",
+        "seed",
+        "--arch",
+        "unet",
         "--width",
         "4",
         "--crop",
@@ -103,3 +107,10 @@ def test_segtrain_under_torchrun_writes_one_run_folder(tmp_path):
     ]
     assert r.stderr.count("training unet") == 1  # only rank 0 speaks
     assert np.isfinite(metrics["final"]["train_loss"])
+
+    r = _torchrun(
+        "-m", "unsupseg.train.cli", "--out", str(out), "--resume", "--epochs", "2", "-q", cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_checkpoint(out / "model.pt")["epoch"] == 2
+    assert len(json.loads((out / "metrics.json").read_text())["config"]) and (out / "plots").is_dir()

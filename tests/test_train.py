@@ -99,6 +99,10 @@ def test_interrupt_saves_state_and_resume_finishes(tmp_path, small_npz, monkeypa
     assert r.exit_code == 0, r.output
     assert len((out / "metrics.csv").read_text().splitlines()) == 4  # epochs 1..3
     assert load_checkpoint(out / "model.pt")["epoch"] == 3
+    # a finished one-cycle schedule cannot be stretched; the message gives the way forward
+    r = CliRunner().invoke(segtrain, ["--out", str(out), "--resume", "--epochs", "5", "-q"])
+    assert r.exit_code == 2 and "one-cycle" in r.output and "--init-from" in r.output
+    assert load_checkpoint(out / "model.pt")["epoch"] == 3
 
 
 @pytest.mark.slow

@@ -464,7 +464,13 @@ def _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, d
     if resume:
         state = load_checkpoint(out / "last.pt")
         saved = TrainConfig.from_dict(state["train_config"])
-        if resume_epochs is not None:
+        if resume_epochs is not None and resume_epochs != saved.epochs:
+            if saved.schedule == "onecycle":
+                raise UnsupsegError(
+                    f"--epochs {resume_epochs}: {out} was planned as a one-cycle schedule of {saved.epochs} "
+                    f"epochs, which --resume continues to its end; to train longer, start a new run from "
+                    f"its weights: segtrain --init-from {out / 'model.pt'} ..."
+                )
             saved.epochs = resume_epochs
         # settings that do not change the result may differ on resume
         saved.device, saved.threads, saved.out = cfg.device, cfg.threads, cfg.out
@@ -545,7 +551,7 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
     best_loss = float("inf")
     elapsed_before = 0.0
     if state is not None:
-        model.load_state_dict(state["state_dict"])
+        raw_model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler"):
             sched.load_state_dict(state["scheduler"])
