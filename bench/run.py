@@ -847,14 +847,18 @@ def section_memory(shared: Shared) -> Section:
     sec.notes.append(
         f"{n_large:,} vs {n_small:,} files: peak RSS x{files_ratio:.2f} for x{n_large // n_small} the files "
         f"({'flat' if files_ratio <= 1.1 else 'NOT flat'}: within 10% counts as flat), "
-        f"{per_file_kb:.1f} kB per extra file: the planned input/output paths and the summary.json row "
-        "kept for every input; images, masks and batches are not kept."
+        f"{per_file_kb:.2f} kB per extra file. Kept per input: one relative-path string (the planned "
+        "items are made on demand); the summary.json rows are spooled to a temporary SQLite file in the "
+        "output folder and streamed back sorted when the run ends; images, masks and batches are not kept."
     )
     sec.notes.append(
         f"{big}x{big} vs {ref}x{ref}: peak RSS x{big_ratio:.1f} for x{px_ratio:.0f} the pixels, about "
-        f"{per_mpx:.1f} MB per extra megapixel: the whole image, its normalised copy, the blended "
-        "probability and the mask stay in memory (float32), while the network sees at most "
-        "`MAX_BATCH_PIXELS` (one 1024x1024 tile) per call."
+        f"{per_mpx:.1f} MB per extra megapixel: the image stays as read (uint8 here) and the mask as bool; "
+        "each tile is normalised when it is cut, tile probabilities are blended into a band of rows "
+        "(float32) that is thresholded and dropped once no later tile overlaps it, and no full-size float32 "
+        "copy exists (`--save-prob` adds the float32 probability). The network sees at most "
+        "`MAX_BATCH_PIXELS` (one 1024x1024 tile) per call; onnxruntime's own buffers for that tile are "
+        "most of the rest."
     )
     return sec
 

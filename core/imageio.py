@@ -1,11 +1,14 @@
 """Reading images and masks, writing masks atomically.
 
-Every reader returns a float32 stack of 2-D pages, shape (pages, H, W):
-single images have one page, multi-page TIFFs (and TIFF stacks such as ZYX or
-TYX) have several. Colour is converted to gray with the ITU-R BT.709 luma
-weights (0.2125 R + 0.7154 G + 0.0721 B, as ``skimage.color.rgb2gray``); an
-alpha channel is dropped. TIFF goes through tifffile (8/16/32-bit integer and
-float, any number of pages); PNG, JPEG and BMP through imageio.
+Every reader returns a stack of 2-D pages, shape (pages, H, W): single images
+have one page, multi-page TIFFs (and TIFF stacks such as ZYX or TYX) have several.
+``read_image`` gives float32; ``read_pages`` keeps gray 8/16-bit integer data as
+it is stored (a quarter or half of the float32 size, and exact histogram
+percentiles in ``Normalization``) and gives float32 for everything else. Colour is
+converted to gray with the ITU-R BT.709 luma weights (0.2125 R + 0.7154 G +
+0.0721 B, as ``skimage.color.rgb2gray``); an alpha channel is dropped. TIFF goes
+through tifffile (8/16/32-bit integer and float, any number of pages); PNG, JPEG
+and BMP through Pillow.
 
 Writers put the file under a temporary name in the same folder and rename it,
 so a crash or Ctrl-C never leaves a half-written mask behind.
@@ -13,13 +16,16 @@ so a crash or Ctrl-C never leaves a half-written mask behind.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from unsupseg.core.errors import ImageReadError
+from unsupseg.core.normalize import histogram_dtype
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -31,13 +37,26 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+def is_image_name(name: str) -> bool:
+    """``is_image_path`` for a bare file name (no Path object: folders of many files)."""
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    """Gray data as stored when it is 8/16-bit integer, else float32."""
+    return arr if histogram_dtype(arr.dtype) else arr.astype(np.float32, copy=False)
+
+
 def _to_gray(arr: np.ndarray, channels_last: bool) -> np.ndarray:
-    """(..., C) with C in 1..4 -> (...) float32. Alpha (C=2 or 4) is ignored."""
+    """(..., C) with C in 1..4 -> (...) gray. Alpha (C=2 or 4) is ignored.
+
+    Gray input stays 8/16-bit integer when it is (see ``_native``); colour is float32.
+    """
     if not channels_last:
-        return arr.astype(np.float32, copy=False)
+        return _native(arr)
     c = arr.shape[-1]
     if c in (1, 2):
-        return arr[..., 0].astype(np.float32)
+        return _native(arr[..., 0])
     return arr[..., :3].astype(np.float32) @ _LUMA
 
 
@@ -66,6 +85,10 @@ def _tiff_pages(path: Path) -> np.ndarray:
         raise ImageReadError(
             f"{path}: TIFF pages have different sizes {sorted(shapes)}; split it into one file per size"
         )
+    if len(stacks) == 1:
+        return stacks[0]
+    if len({s.dtype for s in stacks}) > 1:  # mixed series: float32 each, as read_image always did
+        stacks = [s.astype(np.float32, copy=False) for s in stacks]
     return np.concatenate(stacks, axis=0)
 
 
@@ -92,11 +115,11 @@ def _pil_array(path: Path) -> np.ndarray:
 def _plain_pages(path: Path) -> np.ndarray:
     arr = _pil_array(path)
     if arr.ndim == 2:
-        return arr[None].astype(np.float32)
+        return _native(arr)[None]
     if arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4):
         return _to_gray(arr, True)[None]
     if arr.ndim == 3:  # e.g. an animated image: frames as pages
-        return arr.astype(np.float32)
+        return _native(arr)
     if arr.ndim == 4 and arr.shape[-1] in (1, 2, 3, 4):
         return _to_gray(arr, True)
     raise ImageReadError(f"{path}: unsupported image dimensions {arr.shape}")
@@ -110,10 +133,23 @@ def _reason(e: Exception) -> str:
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read one image file as float32 pages (P, H, W); raise ImageReadError if unusable."""
+    return read_pages(path).astype(np.float32, copy=False)
+
+
+def read_pages(path: str | os.PathLike) -> np.ndarray:
+    """Read one image file as pages (P, H, W): gray 8/16-bit integer data as stored
+    (uint8, uint16, int16...), anything else (colour, float, 32-bit) as float32.
+
+    The same checks and errors as ``read_image``, whose values it has exactly.
+    """
     path = Path(path)
-    if not path.is_file():
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         raise ImageReadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise ImageReadError(f"{path}: file is empty")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
@@ -135,8 +171,15 @@ def check_pages(pages: np.ndarray, source: str | os.PathLike = "image") -> None:
     h, w = pages.shape[1:]
     if h < MIN_SIDE or w < MIN_SIDE:
         raise ImageReadError(f"{source}: image is {h}x{w}, smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
-    if not np.isfinite(pages).all():
+    if pages.dtype.kind == "f" and not _all_finite(pages):
         raise ImageReadError(f"{source}: image contains NaN or Inf values; replace them before segmenting")
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """np.isfinite(a).all() without a full-size bool temporary for large images."""
+    flat = a.reshape(-1)
+    step = 1 << 22
+    return all(np.isfinite(flat[i : i + step]).all() for i in range(0, flat.size, step))
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
@@ -164,6 +207,17 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 _temp_counter = itertools.count()
 
 
+def _create_temp(path: str) -> tuple[int, str]:
+    """(open fd, name) of a fresh temporary file next to ``path``; see ``temp_path_beside``."""
+    head, name = os.path.split(path)
+    while True:
+        tmp = os.path.join(head, f".{name}.{os.getpid()}.{next(_temp_counter)}.part")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # a leftover of a killed run with a recycled pid
+            continue
+
+
 def temp_path_beside(path: Path) -> Path:
     """A fresh, empty temporary file next to ``path`` (same file system: rename is atomic).
 
@@ -171,20 +225,46 @@ def temp_path_beside(path: Path) -> Path:
     would hide the outputs from other users); the name carries the process id and a
     counter, so threads and processes writing into one folder never collide.
     """
-    while True:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_temp_counter)}.part")
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:  # a leftover of a killed run with a recycled pid
-            continue
+    fd, tmp = _create_temp(os.fspath(path))
+    os.close(fd)
+    return Path(tmp)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_beside(path)
+def _create_temp_in_folder(path: str) -> tuple[int, str]:
+    try:
+        return _create_temp(path)
+    except FileNotFoundError:  # the folder is not there yet (checked only then: one syscall less per file)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        return _create_temp(path)
+
+
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(temporary path)``, then rename the temporary file over ``path``."""
+    path = os.fspath(path)
+    fd, tmp = _create_temp_in_folder(path)
+    os.close(fd)
     try:
         write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _atomic_write_bytes(path: str | os.PathLike, data) -> None:
+    """Write ``data`` (bytes-like) to a temporary file with one open, then rename it over ``path``."""
+    path = os.fspath(path)
+    fd, tmp = _create_temp_in_folder(path)
+    try:
+        try:
+            view = memoryview(data)
+            while view.nbytes:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -198,10 +278,13 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     """Write a bool/0-1 mask (H, W) or (P, H, W) as 0/255 uint8, atomically.
 
     PNG for one page; TIFF (zlib-compressed, one page per input page) for ``.tif``.
+    The PNG is encoded in memory (a mask compresses to little) and written with one
+    open/write/close, then renamed: the fewest file-system calls per mask.
     """
-    path = Path(path)
-    m = (np.asarray(mask) != 0).astype(np.uint8) * 255
-    if path.suffix.lower() in TIFF_SUFFIXES:
+    path = os.fspath(path)
+    m = np.asarray(mask)
+    m = (m if m.dtype == np.bool_ else m != 0).view(np.uint8) * np.uint8(255)  # one 0/255 copy
+    if os.path.splitext(path)[1].lower() in TIFF_SUFFIXES:
         import tifffile
 
         _atomic_write(path, lambda t: tifffile.imwrite(t, m, compression="zlib", photometric="minisblack"))
@@ -212,7 +295,9 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
             m = m[0]
         from PIL import Image
 
-        _atomic_write(path, lambda t: Image.fromarray(m).save(t, format="PNG", compress_level=1))
+        buf = io.BytesIO()
+        Image.fromarray(m).save(buf, format="PNG", compress_level=1)
+        _atomic_write_bytes(path, buf.getbuffer())
 
 
 def write_float_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -220,9 +305,9 @@ def write_float_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
     import tifffile
 
     a = np.asarray(array, dtype=np.float32)
-    _atomic_write(Path(path), lambda t: tifffile.imwrite(t, a, compression="zlib", photometric="minisblack"))
+    _atomic_write(path, lambda t: tifffile.imwrite(t, a, compression="zlib", photometric="minisblack"))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file (JSON, CSV) under a temporary name and rename it."""
-    _atomic_write(Path(path), lambda t: Path(t).write_text(text, encoding="utf-8"))
+    _atomic_write(path, lambda t: Path(t).write_text(text, encoding="utf-8"))

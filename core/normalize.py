@@ -5,6 +5,14 @@ clipped to [0, 1]. Percentiles (not min/max) keep one hot pixel from
 squashing the contrast; per image (not per data set) makes 8-bit, 16-bit and
 float inputs look alike to the network. The parameters are stored in every
 checkpoint and ONNX file so that inference applies exactly what training saw.
+
+Integer images of at most 16 bits (8/16-bit PNG and TIFF, the common case) take
+an exact shortcut: the percentiles come from a histogram of the pixel values
+(``np.bincount``, for images with many more pixels than possible values) or from
+``np.partition`` of the integers themselves, never from a float32 copy. Both give
+the very same values as the general path: the order statistics are the same
+integers, exactly representable in float32, and the interpolation between them
+is the same float64 arithmetic.
 """
 
 from __future__ import annotations
@@ -13,6 +21,32 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+# bincount works on intp: count large images in slices of this many pixels, so the
+# temporary intp copy stays a few MB whatever the image size.
+_HIST_CHUNK = 1 << 20
+
+
+def histogram_dtype(dtype: np.dtype) -> bool:
+    """True for the integer dtypes whose percentiles come from a histogram (<= 16 bits)."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "ui" and dtype.itemsize <= 2 or dtype == np.bool_
+
+
+def _histogram(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """(counts, offset): counts[v - offset] = number of pixels equal to v."""
+    flat = a.reshape(-1)
+    if flat.dtype == np.bool_:
+        flat = flat.view(np.uint8)
+    offset = int(np.iinfo(flat.dtype).min)
+    length = int(np.iinfo(flat.dtype).max) - offset + 1
+    counts = np.zeros(length, dtype=np.int64)
+    for start in range(0, flat.size, _HIST_CHUNK):
+        chunk = flat[start : start + _HIST_CHUNK]
+        if offset:
+            chunk = chunk.astype(np.int32) - offset
+        counts += np.bincount(chunk, minlength=length)
+    return counts, offset
 
 
 @dataclass(frozen=True)
@@ -33,30 +67,66 @@ class Normalization:
 
         Equal to ``np.percentile(image, (low, high))`` (its default linear method), with
         one ``np.partition`` for both: about 3x faster on small images, where it is a
-        large share of seginfer's per-image cost.
+        large share of seginfer's per-image cost. Integer images of at most 16 bits with
+        many pixels read the same order statistics off a histogram instead (no copy).
         """
-        a = np.asarray(image, dtype=np.float32).ravel()
-        n = a.size
+        image = np.asarray(image)
+        n = image.size
         q = np.array([self.low, self.high], dtype=np.float64) / 100.0 * (n - 1)
         below = np.floor(q).astype(np.intp)
         above = np.minimum(below + 1, n - 1)
-        part = np.partition(a, np.unique(np.concatenate([below, above])))
+        if histogram_dtype(image.dtype) and n >= 4 << (8 * image.dtype.itemsize):
+            counts, offset = _histogram(image)
+            # the k-th smallest value (0-based) is the first v whose cumulative count exceeds k
+            cum = np.cumsum(counts)
+            ranks = np.concatenate([below, above])
+            values = (np.searchsorted(cum, ranks, side="right") + offset).astype(np.float32)
+            part_below, part_above = values[:2], values[2:]
+        elif histogram_dtype(image.dtype):  # small: partition the integers themselves (no float copy)
+            a = image.reshape(-1).view(np.uint8) if image.dtype == np.bool_ else image.reshape(-1)
+            part = np.partition(a, np.unique(np.concatenate([below, above])))
+            part_below, part_above = part[below].astype(np.float32), part[above].astype(np.float32)
+        else:
+            a = np.asarray(image, dtype=np.float32).ravel()
+            part = np.partition(a, np.unique(np.concatenate([below, above])))
+            part_below, part_above = part[below], part[above]
         frac = q - below
-        lo, hi = part[below] * (1.0 - frac) + part[above] * frac
+        lo, hi = part_below * (1.0 - frac) + part_above * frac
         return float(lo), float(hi)
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """Normalise one 2-D image (any dtype) to float32 in [0, 1]."""
-        x = np.asarray(image, dtype=np.float32)
-        lo, hi = self.bounds(x)
+    def apply(
+        self, image: np.ndarray, bounds: tuple[float, float], out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Map ``image`` (any dtype, any shape) with known ``bounds`` to float32.
+
+        Elementwise, so a tile of an image normalised with the whole image's bounds is
+        exactly that tile of the normalised image. ``out``: a float32 array to fill.
+        """
+        lo, hi = bounds
         scale = hi - lo
+        image = np.asarray(image)
         if not np.isfinite(scale) or scale <= 0:
             # A flat image has no contrast to keep; map it to zeros.
-            return np.zeros_like(x, dtype=np.float32)
-        out = (x - np.float32(lo)) * np.float32(1.0 / scale)
+            if out is None:
+                return np.zeros(image.shape, dtype=np.float32)
+            out[...] = 0.0
+            return out
+        lo32, inv = np.float32(lo), np.float32(1.0 / scale)
+        if out is None:
+            out = np.subtract(image, lo32, dtype=np.float32)
+        else:
+            np.subtract(image, lo32, out=out, dtype=np.float32)
+        out *= inv
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
         return out
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Normalise one 2-D image (any dtype) to float32 in [0, 1]."""
+        x = np.asarray(image)
+        if not histogram_dtype(x.dtype):
+            x = np.asarray(x, dtype=np.float32)
+        return self.apply(x, self.bounds(x))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

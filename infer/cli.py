@@ -227,8 +227,7 @@ def main(
 
     # Inputs and outputs first: cheap checks before the model loads.
     try:
-        root, files = pipeline.gather_inputs(input_path, recursive)
-        items = pipeline.plan(root, files, output, shard)
+        items = pipeline.plan(pipeline.gather_inputs(input_path, recursive), output, shard)
         if not overwrite and not skip_existing:
             pipeline.check_overwrite(items, fmt, save_prob)
     except (pipeline.InputError, OutputExistsError) as e:
@@ -267,47 +266,51 @@ def main(
     manifest = _manifest(click.get_current_context().params, segmenter, len(items))
     _write_json(manifest_path, manifest)
 
-    report = Report(n_images=len(items))
-    options = pipeline.RunOptions(fmt=fmt, save_prob=save_prob, skip_existing=skip_existing, masks=masks)
-    start = time.perf_counter()
-    with _progress(len(items), quiet) as bar:
+    # per-case rows go to a hidden temporary file beside the summary (removed when the run
+    # ends, however it ends): memory stays flat in the number of inputs
+    from unsupseg.core.imageio import temp_path_beside
 
-        def on_done(src, error):
-            if error is not None:
-                where = "" if error.startswith(str(src)) else f"{src}: "
-                bar.write(f"seginfer: failed: {where}{error}", file=sys.stderr)
-            bar.update(1)
-            if report.failed:
-                bar.set_postfix(failed=report.n_failed, refresh=False)
+    with Report(n_images=len(items), spool=temp_path_beside(output / f"summary{suffix}.json")) as report:
+        options = pipeline.RunOptions(fmt=fmt, save_prob=save_prob, skip_existing=skip_existing, masks=masks)
+        start = time.perf_counter()
+        with _progress(len(items), quiet) as bar:
 
-        if engine == "ray":
-            from unsupseg.infer import ray_engine
+            def on_done(src, error):
+                if error is not None:
+                    where = "" if error.startswith(str(src)) else f"{src}: "
+                    bar.write(f"seginfer: failed: {where}{error}", file=sys.stderr)
+                bar.update(1)
+                if report.failed:
+                    bar.set_postfix(failed=report.n_failed, refresh=False)
 
-            try:
-                ray_engine.run(items, options, segmenter_kwargs, report, ray_address, ray_actors, on_done)
-            except ray_engine.RayEngineError as e:
-                raise click.ClickException(str(e)) from None
-        else:
-            pipeline.run(segmenter, items, options, report, lambda item, err: on_done(item.src, err))
-    elapsed = time.perf_counter() - start
+            if engine == "ray":
+                from unsupseg.infer import ray_engine
 
-    report.write(output / f"summary{suffix}.json", output / f"report{suffix}.csv" if masks else None)
-    manifest.update(
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        seconds=round(elapsed, 3),
-        images_per_second=round(report.n_written / elapsed, 2) if elapsed > 0 else None,
-        n_written=report.n_written,
-        n_failed=report.n_failed,
-    )
-    _write_json(manifest_path, manifest)
-    if not quiet:
-        click.echo(report.table())
-    if report.failed:
-        click.echo(
-            f"seginfer: {report.n_failed} input(s) failed; see {output / f'summary{suffix}.json'}",
-            err=True,
+                try:
+                    ray_engine.run(items, options, segmenter_kwargs, report, ray_address, ray_actors, on_done)
+                except ray_engine.RayEngineError as e:
+                    raise click.ClickException(str(e)) from None
+            else:
+                pipeline.run(segmenter, items, options, report, lambda item, err: on_done(item.src, err))
+        elapsed = time.perf_counter() - start
+
+        report.write(output / f"summary{suffix}.json", output / f"report{suffix}.csv" if masks else None)
+        manifest.update(
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            seconds=round(elapsed, 3),
+            images_per_second=round(report.n_written / elapsed, 2) if elapsed > 0 else None,
+            n_written=report.n_written,
+            n_failed=report.n_failed,
         )
-        sys.exit(1)
+        _write_json(manifest_path, manifest)
+        if not quiet:
+            click.echo(report.table())
+        if report.failed:
+            click.echo(
+                f"seginfer: {report.n_failed} input(s) failed; see {output / f'summary{suffix}.json'}",
+                err=True,
+            )
+            sys.exit(1)
 
 
 def _progress(total: int, quiet: bool):

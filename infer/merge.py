@@ -62,12 +62,32 @@ def shard_summaries(folder: Path) -> tuple[int, dict[int, Path]]:
     return n, shards
 
 
-def merge_shards(folder: Path) -> Merged:
-    """Read every shard summary of ``folder`` into one Report."""
+def merge_shards(folder: Path, spool: Path | None = None) -> Merged:
+    """Read every shard summary of ``folder`` into one Report.
+
+    ``spool``: a temporary file for the Report's rows (see ``Report``; the caller closes
+    the report). With it, one shard's parsed summary is in memory at a time, not the
+    rows of all shards.
+    """
     folder = Path(folder)
-    n, shards = shard_summaries(folder)
-    report = Report()
-    seen: dict[str, int] = {}
+    try:
+        n, shards = shard_summaries(folder)
+    except BaseException:
+        if spool is not None:
+            Path(spool).unlink(missing_ok=True)
+        raise
+    report = Report(spool=spool)
+    try:
+        _merge_into(report, n, shards)
+    except BaseException:
+        report.close()
+        raise
+    with_csv = any((folder / f"report-shard-{i}-of-{n}.csv").exists() for i in shards)
+    return Merged(report, n, with_csv)
+
+
+def _merge_into(report: Report, n: int, shards: dict[int, Path]) -> None:
+    seen: dict[str, int] = {}  # input -> its shard: one string per input, the rows are spooled
     for i, path in sorted(shards.items()):
         try:
             summary = json.loads(path.read_text(encoding="utf-8"))
@@ -91,5 +111,4 @@ def merge_shards(folder: Path) -> Merged:
             seen[row["input"]] = i
             report.add(CaseResult(**row))
         report.failed.extend({"input": f["input"], "error": f["error"]} for f in failed)
-    with_csv = any((folder / f"report-shard-{i}-of-{n}.csv").exists() for i in shards)
-    return Merged(report, n, with_csv)
+        del summary, rows  # one shard's parsed summary at a time

@@ -18,9 +18,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from pathlib import Path, PurePosixPath
 
 from unsupseg.core.errors import UnsupsegError
 from unsupseg.infer.pipeline import Item, RunOptions
@@ -67,10 +66,8 @@ class SegmentActor:
 
         from unsupseg.infer import pipeline
 
-        items = [
-            Item(Path(s), PurePosixPath(r), Path(o))
-            for s, r, o in zip(batch["src"], batch["rel"], batch["out_base"], strict=True)
-        ]
+        columns = zip(batch["src"], batch["rel"], batch["out_base"], strict=True)
+        items = [Item(str(s), str(r), str(o)) for s, r, o in columns]
         report = pipeline.run(self.segmenter, items, self.options, Report(len(items)), mask_index=self.index)
         rows = [("case", c.input, json.dumps(asdict(c))) for c in report.cases]
         rows += [("failed", f["input"], f["error"]) for f in report.failed]
@@ -83,7 +80,7 @@ class SegmentActor:
 
 
 def run(
-    items: list[Item],
+    items: Sequence[Item],
     options: RunOptions,
     segmenter_kwargs: dict,
     report: Report,
@@ -127,7 +124,7 @@ def run(
         cpus = ray.cluster_resources().get("CPU", 1)
         pool = actors or max(1, int(gpus) if use_gpu else int(cpus // threads))
         per_batch = max(1, min(MAX_FILES_PER_BATCH, math.ceil(len(items) / (4 * pool))))
-        rows = [{"src": str(i.src), "rel": i.rel.as_posix(), "out_base": str(i.out_base)} for i in items]
+        rows = [{"src": i.src, "rel": i.rel, "out_base": i.out_base} for i in items]
         ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(items) / per_batch))
         ds = ds.map_batches(
             SegmentActor,

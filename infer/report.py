@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePosixPath
 
@@ -81,8 +82,9 @@ class MaskIndex:
     def __len__(self) -> int:
         return len(self._by_rel)
 
-    def find(self, rel: PurePosixPath) -> Path | None:
-        """Mask for the input at relative path ``rel``, or None."""
+    def find(self, rel: str | PurePosixPath) -> Path | None:
+        """Mask for the input at relative path ``rel`` (with "/"), or None."""
+        rel = PurePosixPath(rel)
         hit = self._by_rel.get(str(rel.with_suffix("")))
         if hit is not None:
             return hit
@@ -119,18 +121,110 @@ def _shape(a: np.ndarray) -> str:
     return "x".join(map(str, a.shape[1:])) + (f" x {a.shape[0]} pages" if a.shape[0] > 1 else "")
 
 
-class Report:
-    """Collects cases and failures; writes report.csv and summary.json."""
+FIELDS = tuple(f.name for f in fields(CaseResult))
 
-    def __init__(self, n_images: int = 0):
-        self.n_images = n_images
-        self.cases: list[CaseResult] = []
-        self.failed: list[dict[str, str]] = []
-        self.n_written = 0
+
+class _CaseSpool:
+    """Case rows in a temporary SQLite file (stdlib): appended as they come, read back
+    sorted by input with SQLite's own external sort, so memory stays flat however many
+    inputs a run has. Keys are the input's UTF-8 bytes (``surrogatepass``: any file
+    name), whose byte order is Python's string order; ties keep insertion order."""
+
+    BATCH = 512  # rows per INSERT
+
+    def __init__(self, path: Path):
+        import sqlite3
+
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=OFF")
+        self.db.execute("PRAGMA synchronous=OFF")
+        self.db.execute("PRAGMA cache_size=-256")  # KiB: SQLite's page cache must not grow with the rows
+        self.db.execute("PRAGMA temp_store=FILE")  # its sort spills to temporary files, not memory
+        self.db.execute(
+            "CREATE TABLE cases "
+            "(seq INTEGER PRIMARY KEY, key BLOB, iou REAL, iou_any REAL, dice REAL, row TEXT)"
+        )
+        self.pending: list[tuple] = []
+        self.n = 0
 
     def add(self, case: CaseResult) -> None:
-        self.cases.append(case)
+        row = json.dumps([getattr(case, f) for f in FIELDS])
+        key = case.input.encode("utf-8", "surrogatepass")
+        self.pending.append((key, case.iou, case.iou_any_polarity, case.dice, row))
+        self.n += 1
+        if len(self.pending) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO cases (key, iou, iou_any, dice, row) VALUES (?, ?, ?, ?, ?)", self.pending
+            )
+            self.db.execute("COMMIT")
+            self.pending = []
+
+    def rows(self, order: str = "key, seq") -> Iterator[CaseResult]:
+        self.flush()
+        for (row,) in self.db.execute(f"SELECT row FROM cases ORDER BY {order}"):
+            yield CaseResult(*json.loads(row))
+
+    def metrics(self) -> dict[str, np.ndarray]:
+        """The metrics of the evaluated cases, sorted by input (as ``Report.evaluated``)."""
+        self.flush()
+        cur = self.db.execute("SELECT iou, iou_any, dice FROM cases WHERE iou IS NOT NULL ORDER BY key, seq")
+        vals = np.array(cur.fetchall(), dtype=np.float64).reshape(-1, 3)
+        return {m: vals[:, k] for k, m in enumerate(METRICS)}
+
+    def close(self) -> None:
+        self.db.close()
+        self.path.unlink(missing_ok=True)
+
+
+class Report:
+    """Collects cases and failures; writes report.csv and summary.json.
+
+    ``spool``: a path for a temporary file (removed by ``close()``) that holds the
+    per-case rows instead of memory; the summary and CSV are streamed from it in the
+    same order and with the same bytes. Without it the rows are kept in ``cases``.
+    """
+
+    def __init__(self, n_images: int = 0, spool: str | os.PathLike | None = None):
+        self.n_images = n_images
+        self._spool = _CaseSpool(Path(spool)) if spool is not None else None
+        self._cases: list[CaseResult] = []
+        self.failed: list[dict[str, str]] = []
+        self.n_written = 0
+        self.n_skipped = 0
+        self.n_cases = 0
+
+    def __enter__(self) -> Report:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the spool file (if any); the counts stay, the rows are gone."""
+        if self._spool is not None:
+            self._spool.close()
+
+    @property
+    def cases(self) -> list[CaseResult]:
+        """All cases in the order they were added (read back from the spool if there is one)."""
+        if self._spool is None:
+            return self._cases
+        return list(self._spool.rows(order="seq"))
+
+    def add(self, case: CaseResult) -> None:
+        if self._spool is None:
+            self._cases.append(case)
+        else:
+            self._spool.add(case)
+        self.n_cases += 1
         self.n_written += case.status == "written"
+        self.n_skipped += case.status == "skipped"
 
     def fail(self, input: str | os.PathLike, error: BaseException | str) -> str:
         """Record a failed input; returns the message (path and reason)."""
@@ -145,19 +239,27 @@ class Report:
     def n_failed(self) -> int:
         return len({f["input"] for f in self.failed})
 
-    @property
-    def n_skipped(self) -> int:
-        return sum(c.status == "skipped" for c in self.cases)
+    def sorted_cases(self) -> Iterator[CaseResult]:
+        """Cases sorted by input: the rows do not depend on completion order, so a run,
+        its shards merged (segreport) and a Ray run give the same bytes."""
+        if self._spool is not None:
+            return self._spool.rows()
+        return iter(sorted(self._cases, key=lambda c: c.input))
 
     @property
     def evaluated(self) -> list[CaseResult]:
-        """Cases with metrics, sorted by input: means do not depend on completion order,
-        so a run, its shards merged (segreport) and a Ray run give the same bytes."""
-        return sorted((c for c in self.cases if c.iou is not None), key=lambda c: c.input)
+        """Cases with metrics, sorted by input."""
+        return [c for c in self.sorted_cases() if c.iou is not None]
+
+    def _metrics(self) -> dict[str, np.ndarray]:
+        if self._spool is not None:
+            return self._spool.metrics()
+        ev = self.evaluated
+        return {m: np.array([getattr(c, m) for c in ev], dtype=np.float64) for m in METRICS}
 
     def mean(self) -> dict[str, float | None]:
-        ev = self.evaluated
-        return {m: (float(np.mean([getattr(c, m) for c in ev])) if ev else None) for m in METRICS}
+        vals = self._metrics()
+        return {m: (float(np.mean(v)) if len(v) else None) for m, v in vals.items()}
 
     def summary(self, with_cases: bool = True) -> dict:
         failed = sorted(self.failed, key=lambda f: f["input"])
@@ -168,30 +270,25 @@ class Report:
             "n_skipped": self.n_skipped,
             "failed": failed,
             "mean": self.mean(),
-            **(
-                {"metric_per_case": [asdict(c) for c in sorted(self.cases, key=lambda c: c.input)]}
-                if with_cases
-                else {}
-            ),
+            **({"metric_per_case": [asdict(c) for c in self.sorted_cases()]} if with_cases else {}),
         }
 
     def write(self, summary_path: Path, csv_path: Path | None = None) -> None:
         """Write summary.json (and report.csv) atomically, one case at a time.
 
         The text is what ``json.dumps(self.summary(), indent=2)`` gives, but the per-case
-        rows are encoded and written one by one, so memory stays flat however many
-        inputs there were (a 10,000-file summary no longer builds ~40 MB of dicts).
+        rows are encoded and written one by one (streamed from the spool when there is
+        one), so memory stays flat however many inputs there were.
         """
-        cases = sorted(self.cases, key=lambda c: c.input)
 
         def summary_json(f) -> None:
             head = self.summary(with_cases=False)
             text = json.dumps({**head, "metric_per_case": []}, indent=2)
-            if not cases:
+            if not self.n_cases:
                 f.write(text + "\n")
                 return
             f.write(text[: text.rindex("[]")] + "[")
-            for i, c in enumerate(cases):
+            for i, c in enumerate(self.sorted_cases()):
                 row = json.dumps(asdict(c), indent=2).replace("\n", "\n    ")
                 f.write(("," if i else "") + "\n    " + row)
             f.write("\n  ]\n}\n")
@@ -200,11 +297,9 @@ class Report:
         if csv_path is not None:
 
             def report_csv(f) -> None:
-                writer = csv.DictWriter(
-                    f, fieldnames=[fl.name for fl in fields(CaseResult)], lineterminator="\n"
-                )
+                writer = csv.DictWriter(f, fieldnames=list(FIELDS), lineterminator="\n")
                 writer.writeheader()
-                for c in cases:
+                for c in self.sorted_cases():
                     writer.writerow(asdict(c))
 
             _write_atomic(csv_path, report_csv)
@@ -215,13 +310,14 @@ class Report:
             f"images {self.n_images}   written {self.n_written}   skipped {self.n_skipped}   "
             f"failed {self.n_failed}"
         ]
-        ev = self.evaluated
-        if ev:
-            lines.append(f"{'metric':<18}{'mean':>8}{'min':>8}{'max':>8}   n={len(ev)}")
+        metrics = self._metrics()
+        n_ev = len(metrics["iou"])
+        if n_ev:
+            lines.append(f"{'metric':<18}{'mean':>8}{'min':>8}{'max':>8}   n={n_ev}")
             for m in METRICS:
-                vals = np.array([getattr(c, m) for c in ev])
+                vals = metrics[m]
                 lines.append(f"{m:<18}{vals.mean():8.4f}{vals.min():8.4f}{vals.max():8.4f}")
-            n_missing = len(self.cases) - len(ev)
+            n_missing = self.n_cases - n_ev
             if n_missing:
                 lines.append(
                     f"{n_missing} input(s) had no matching mask (listed in summary.json with mask null)"

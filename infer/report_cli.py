@@ -33,25 +33,26 @@ def main(folder, overwrite, quiet):
     Exit codes: 0 merged and no input failed, 1 merged and some inputs failed (listed
     in summary.json), 2 usage error.
     """
+    from unsupseg.core.imageio import temp_path_beside
     from unsupseg.infer.merge import MergeError, merge_shards
 
-    try:
-        merged = merge_shards(folder)
+    summary, csv = folder / "summary.json", folder / "report.csv"
+    try:  # the rows go to a hidden temporary file in FOLDER, removed at the end
+        merged = merge_shards(folder, spool=temp_path_beside(summary))
     except MergeError as e:
         raise click.UsageError(str(e)) from None
-    summary, csv = folder / "summary.json", folder / "report.csv"
-    targets = [summary] + ([csv] if merged.with_csv else [])
-    existing = [p for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise click.UsageError(f"{existing[0]} already exists; pass --overwrite to replace it")
-    report = merged.report
-    report.write(summary, csv if merged.with_csv else None)
-    if not quiet:
-        click.echo(f"segreport: merged {merged.n_shards} shards into {summary}", err=True)
-        click.echo(report.table())
-    if report.failed:
-        click.echo(f"segreport: {report.n_failed} input(s) failed; see {summary}", err=True)
-        sys.exit(1)
+    with merged.report as report:
+        targets = [summary] + ([csv] if merged.with_csv else [])
+        existing = [p for p in targets if p.exists()]
+        if existing and not overwrite:
+            raise click.UsageError(f"{existing[0]} already exists; pass --overwrite to replace it")
+        report.write(summary, csv if merged.with_csv else None)
+        if not quiet:
+            click.echo(f"segreport: merged {merged.n_shards} shards into {summary}", err=True)
+            click.echo(report.table())
+        if report.failed:
+            click.echo(f"segreport: {report.n_failed} input(s) failed; see {summary}", err=True)
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ image have one shape and batch together. Probabilities are blended with linear
 ramps across each overlap (weights ``(i + 0.5) / overlap`` rising into the tile,
 1 elsewhere; no ramp at the image border), so seams disappear and pixels near a
 tile edge, where the network lacks context, count least. Memory per tile is
-bounded by ``tile_size**2``, whatever the image size.
+bounded by ``tile_size**2``, whatever the image size. ``TileBlender`` blends a
+whole image; ``RowBlender`` (what ``Segmenter`` uses) gives the same values while
+holding only the rows that tiles still overlap: tiles arrive row by row, so rows
+above the next tile's first row are final and are handed out and dropped.
 
 Defaults: ``tile_size=1024``, ``overlap=64``. 1024x1024 keeps the seed network's
 largest activation (64 channels at full resolution, float32) around 256 MiB per
@@ -110,3 +113,40 @@ class TileBlender:
 
     def result(self) -> np.ndarray:
         return self.acc / self.norm
+
+
+class RowBlender:
+    """``TileBlender`` over a band of rows: the same float32 sums, a bounded buffer.
+
+    Tiles must be added in ``TileGrid`` order (row by row). ``pop(y0, y1)`` returns
+    the blended rows [y0, y1) once no tile still to come overlaps them (y0 is the
+    first row not popped yet) and frees them. ``rows``: the most rows in flight at
+    once (from the first popped-not-yet row to the end of the last added tile).
+    """
+
+    def __init__(self, grid: TileGrid, rows: int):
+        self.grid = grid
+        self.base = 0  # image row of buffer row 0
+        rows = min(rows, grid.height)
+        self.acc = np.zeros((rows, grid.width), dtype=np.float32)
+        self.norm = np.zeros((rows, grid.width), dtype=np.float32)
+
+    def add(self, y: int, x: int, prob: np.ndarray) -> None:
+        w = self.grid.weight(y, x)
+        r = y - self.base
+        if r < 0 or r + self.grid.tile_h > len(self.acc):
+            raise ValueError(f"tile at row {y} is outside the rows in flight [{self.base}, +{len(self.acc)})")
+        sl = np.s_[r : r + self.grid.tile_h, x : x + self.grid.tile_w]
+        self.acc[sl] += prob * w
+        self.norm[sl] += w
+
+    def pop(self, y0: int, y1: int) -> np.ndarray:
+        if y0 != self.base or y1 < y0:
+            raise ValueError(f"rows must be popped in order: next is {self.base}, got [{y0}, {y1})")
+        k = min(y1 - y0, len(self.acc))
+        out = self.acc[:k] / self.norm[:k]
+        for buf in (self.acc, self.norm):  # keep the rows still in flight at the top, clear the rest
+            buf[: len(buf) - k] = buf[k:]
+            buf[len(buf) - k :] = 0.0
+        self.base = y1
+        return out

@@ -30,7 +30,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     md = (out / "benchmarks.md").read_text()
     results = json.loads((out / "results.json").read_text())
-    sections = ("model", "e2e", "classical", "sweep", "real", "memory", "training", "quant", "gpu")
+    sections = ("model", "e2e", "classical", "sweep", "real", "memory", "training", "stream", "quant", "gpu")
     assert set(results["sections"]) == set(sections)
     for title in (s["title"] for s in results["sections"].values()):
         assert title in md
@@ -40,6 +40,8 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert all(row["ratio_ort_over_torch"] > 0 for row in model["rows"])
     assert 0 < results["sections"]["e2e"]["rows"][0]["fraction_kept"]
     assert results["sections"]["memory"]["runs"]
+    stream = results["sections"]["stream"]
+    assert len(stream["runs"]) == 3 and stream["rss_ratio_files"] > 0
     assert "keep" in results["sections"]["quant"]
     assert len(results["sections"]["sweep"]["rows"]) == 1
     real = results["sections"]["real"]["results"]  # stardist's nuclei, installed by make

@@ -16,6 +16,39 @@ def test_bounds_equal_numpy_percentile(shape, q):
     np.testing.assert_allclose(norm.bounds(x), np.percentile(x, q), rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int8"])
+@pytest.mark.parametrize("shape", [(3, 5), (40, 30), (600, 500)])  # partition of the integers; histogram
+@pytest.mark.parametrize("q", [(1.0, 99.0), (0.0, 100.0), (2.5, 97.5)])
+def test_integer_bounds_and_values_equal_the_float_path(dtype, shape, q):
+    """Integer images skip the float32 copy (histogram or integer partition): same bounds, same bits."""
+    rng = np.random.default_rng(shape[0])
+    info = np.iinfo(dtype)
+    x = np.clip(
+        rng.normal(0.4, 0.15, shape) * (int(info.max) - int(info.min)) + int(info.min), info.min, info.max
+    )
+    x = x.astype(dtype)
+    norm = Normalization(low=q[0], high=q[1])
+    as_float = x.astype(np.float32)  # the general path: np.partition of a float32 copy
+    assert norm.bounds(x) == norm.bounds(as_float)
+    np.testing.assert_allclose(norm.bounds(x), np.percentile(x, q), rtol=1e-6)
+    out = norm(x)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out.view(np.uint32), norm(as_float).view(np.uint32))
+    tile = np.s_[1:3, 2:5]  # apply() is elementwise: a tile of the image is that tile of the result
+    np.testing.assert_array_equal(norm.apply(x[tile], norm.bounds(x)), out[tile])
+
+
+def test_histogram_bounds_of_a_large_image_in_slices(monkeypatch):
+    import unsupseg.core.normalize as normalize
+
+    monkeypatch.setattr(normalize, "_HIST_CHUNK", 1000)  # many slices
+    x = np.random.default_rng(1).integers(0, 256, (300, 301)).astype(np.uint8)
+    x[0, :50] = 255
+    assert Normalization(low=0.5, high=99.9).bounds(x) == Normalization(low=0.5, high=99.9).bounds(
+        x.astype(np.float32)
+    )
+
+
 def test_normalisation_maps_percentiles_to_unit_range_and_clips():
     x = np.arange(1000, dtype=np.uint16).reshape(20, 50)
     out = Normalization()(x)

@@ -8,9 +8,9 @@ import pytest
 from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError
 from unsupseg.core.metrics import iou
 from unsupseg.infer import Segmenter
-from unsupseg.infer.api import apply_polarity, default_model_path
+from unsupseg.infer.api import TiledPages, apply_polarity, default_model_path
 from unsupseg.infer.session import cuda_problem, parse_device
-from unsupseg.infer.tiling import TileBlender, TileGrid, pad_to_multiple, tile_starts
+from unsupseg.infer.tiling import RowBlender, TileBlender, TileGrid, pad_to_multiple, tile_starts
 
 
 @pytest.fixture(scope="module")
@@ -211,3 +211,75 @@ def test_cuda_matches_cpu(infer_model_path, infer_disk_image):
     diff = np.abs(p_cpu - p_gpu).max()
     print(f"max |cuda - cpu| probability difference: {diff:.2e}")
     assert diff < 1e-4 and (m_cpu != m_gpu).mean() < 1e-4
+
+
+# -- bounded memory for large images: tiles normalised as cut, rows blended in a band ---------------
+def _whole_image_blend(seg: Segmenter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The previous algorithm: normalise the whole image, pad, blend every tile into
+    full-size accumulators (TileBlender), then apply the polarity rule to the whole page."""
+    norm = seg.card.normalization(image)
+    h, w = norm.shape
+    grid = seg._grid(h, w)
+    padded = pad_to_multiple(norm, seg.multiple)
+    blender = TileBlender(grid)
+    starts = list(grid)
+    step = seg.batch_for(grid.tile_h, grid.tile_w)
+    for k in range(0, len(starts), step):
+        chunk = starts[k : k + step]
+        tiles = np.stack([padded[y : y + grid.tile_h, x : x + grid.tile_w] for y, x in chunk])
+        for (y, x), prob in zip(chunk, seg.session.run(tiles[:, None])[:, 0], strict=True):
+            blender.add(y, x, prob)
+    return apply_polarity(norm, blender.result()[:h, :w], seg.threshold, seg.foreground)
+
+
+@pytest.mark.parametrize("shape, tile, overlap, batch", [((300, 437), 128, 16, 4), ((250, 203), 64, 8, 3)])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_tiled_band_equals_whole_image_blend(
+    infer_model_path, infer_disk_image, shape, tile, overlap, batch, dtype
+):
+    image, _ = infer_disk_image(*shape, seed=7)
+    if dtype != "float32":
+        image = (np.clip(image, 0, 1) * np.iinfo(dtype).max).astype(dtype)
+    seg = Segmenter(infer_model_path, device="cpu", tile_size=tile, tile_overlap=overlap, batch_size=batch)
+    prepared = seg.prepare(image[None])
+    assert isinstance(prepared, TiledPages)  # no float32 copy of the image
+    assert prepared.raw.dtype == image.dtype
+    want_mask, want_prob = _whole_image_blend(seg, image)
+    mask, prob = seg.predict(image)
+    np.testing.assert_array_equal(prob, want_prob)  # the same float32 values, not just close
+    np.testing.assert_array_equal(mask, want_mask)
+    ((_, (mask2, prob2)),) = seg.predict_stream([(0, prepared)], with_prob=False)
+    assert prob2 is None
+    np.testing.assert_array_equal(mask2[0], want_mask)
+
+
+def test_tiled_dark_polarity_and_pages(infer_model_path, infer_disk_image):
+    pages = np.stack([infer_disk_image(200, 150, seed=s)[0] for s in range(2)])
+    pages = (np.clip(pages, 0, 1) * 255).astype(np.uint8)
+    seg = Segmenter(infer_model_path, device="cpu", tile_size=64, tile_overlap=8, foreground="dark")
+    mask, prob = seg.predict(pages)
+    for i in range(2):
+        want_mask, want_prob = _whole_image_blend(seg, pages[i])
+        np.testing.assert_array_equal(mask[i], want_mask)
+        np.testing.assert_array_equal(prob[i], want_prob)
+        assert mask[i].mean() > 0.5  # the dark background is the foreground
+
+
+def test_row_blender_equals_tile_blender():
+    rng = np.random.default_rng(0)
+    grid = TileGrid.for_shape(200, 264, tile_size=64, overlap=16, multiple=8)
+    whole = TileBlender(grid)
+    band = RowBlender(grid, grid.tile_h)
+    rows = []
+    starts = list(grid)
+    for k, (y, x) in enumerate(starts):
+        prob = rng.random((grid.tile_h, grid.tile_w), dtype=np.float32)
+        whole.add(y, x, prob)
+        band.add(y, x, prob)
+        nxt = starts[k + 1][0] if k + 1 < len(starts) else grid.height
+        if nxt > band.base:
+            rows.append(band.pop(band.base, nxt))
+    np.testing.assert_array_equal(np.concatenate(rows), whole.result())
+    assert band.acc.shape == (grid.tile_h, grid.width)  # never more than one row of tiles
+    with pytest.raises(ValueError, match="in order"):
+        band.pop(0, 8)

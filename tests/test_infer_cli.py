@@ -499,3 +499,37 @@ def test_seginfer_never_imports_torch(tmp_path, infer_model_path, infer_disk_ima
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
+
+
+def test_plan_keeps_one_string_per_input(tmp_path, infer_model_path, infer_disk_image):
+    from unsupseg.infer import pipeline
+
+    _make_folder(tmp_path / "in" / "s", infer_disk_image, n=3)
+    _make_folder(tmp_path / "in", infer_disk_image, n=2, fmt="tif8")
+    iio.imwrite(tmp_path / "in" / "img0.png", _u8(infer_disk_image(48, 56)[0]))  # img0.tif + img0.png
+    inputs = pipeline.gather_inputs(tmp_path / "in", recursive=True)
+    assert inputs.srcs is None and all(isinstance(r, str) for r in inputs.rels)
+    assert inputs.rels == ["img0.png", "img0.tif", "img1.tif", "s/img0.png", "s/img1.png", "s/img2.png"]
+    out = tmp_path / "out"
+    assert [i.rel for i in pipeline.plan(inputs, out, shard=(1, 2))] == ["img0.png", "img1.tif", "s/img1.png"]
+    plan = pipeline.plan(inputs, out)
+    assert plan[0] == pipeline.Item(str(tmp_path / "in" / "img0.png"), "img0.png", str(out / "img0_png"))
+    assert plan[4].mask_path(1, "png") == str(out / "s" / "img1.png")
+    r = _run(["--input", tmp_path / "in", "--output", out, "-r"], infer_model_path)
+    assert r.exit_code == 0, r.output
+    assert sorted(_mask_files(out)) == [
+        "img0_png.png",
+        "img0_tif.png",
+        "img1.png",
+        "s/img0.png",
+        "s/img1.png",
+        "s/img2.png",
+    ]
+    assert not [p for p in out.rglob(".*")]  # no temporary file (the spooled report rows) is left
+    assert [c["input"] for c in _summary(out)["metric_per_case"]] == sorted(
+        str(p) for p in inputs_paths(tmp_path / "in")
+    )
+
+
+def inputs_paths(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.suffix in (".png", ".tif")]

@@ -8,7 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from unsupseg.core.imageio import write_mask
+from unsupseg.core.imageio import read_mask, write_mask
 from unsupseg.infer.report import CaseResult, MaskIndex, Report, evaluate
 
 
@@ -69,14 +69,79 @@ def test_summary_counts_and_null_means(tmp_path):
     assert (tmp_path / "report.csv").read_text().count("\n") == 3
 
 
-def test_mask_write_is_atomic(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["encoding", "writing the file"])
+def test_mask_write_is_atomic(tmp_path, monkeypatch, where):
+    import os
+
     from PIL import Image
 
-    def half_write_then_interrupt(self, fp, *args, **kwargs):
-        Path(fp).write_bytes(b"\x89PNG partial")
+    def half_save_then_interrupt(self, fp, *args, **kwargs):
+        if hasattr(fp, "write"):
+            fp.write(b"\x89PNG partial")
+        else:
+            Path(fp).write_bytes(b"\x89PNG partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Image.Image, "save", half_write_then_interrupt)
+    real_write = os.write
+
+    def half_write_then_interrupt(fd, data):
+        real_write(fd, bytes(data)[:10])
+        raise KeyboardInterrupt
+
+    if where == "encoding":
+        monkeypatch.setattr(Image.Image, "save", half_save_then_interrupt)
+    else:
+        monkeypatch.setattr(os, "write", half_write_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         write_mask(tmp_path / "m.png", np.ones((8, 8), bool))
+    monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []  # neither a partial mask nor a temp file
+    write_mask(tmp_path / "sub" / "m.png", np.eye(8, dtype=bool))  # a missing folder is made
+    assert (read_mask(tmp_path / "sub" / "m.png")[0] == np.eye(8, dtype=bool)).all()
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["m.png"]
+
+
+def _cases(n: int) -> list[CaseResult]:
+    rng = np.random.default_rng(0)
+    names = [f"in/img{i:03d}.png" for i in range(n)] + ["in/é.png", "in/\u4e2d.png", "in/Z.png"]
+    cases = []
+    for k, name in enumerate(names):
+        case = CaseResult(name, f"out/{k}.png", "skipped" if k % 7 == 0 else "written", n_pixels=100)
+        if k % 3:  # some inputs have a ground-truth mask
+            case.mask, case.iou, case.iou_any_polarity, case.dice = f"gt/{k}.png", *rng.random(3)
+            case.n_mask_foreground, case.n_intersection = 40, 30
+        cases.append(case)
+    return [cases[i] for i in rng.permutation(len(cases))]  # completion order, not sorted
+
+
+def test_spooled_report_writes_the_same_bytes(tmp_path, monkeypatch):
+    import unsupseg.infer.report as report_mod
+
+    monkeypatch.setattr(report_mod._CaseSpool, "BATCH", 7)  # rows reach the file in several inserts
+    spool = tmp_path / "spool" / ".cases.part"
+    spool.parent.mkdir()
+    cases = _cases(1200)
+    memory, spooled = Report(n_images=len(cases) + 1), Report(n_images=len(cases) + 1, spool=spool)
+    for r in (memory, spooled):
+        for c in cases:
+            r.add(c)
+        r.fail("in/bad.png", ValueError("boom"))
+    assert spool.exists() and spooled.n_skipped == memory.n_skipped > 0
+    for r, name in ((memory, "m"), (spooled, "s")):
+        r.write(tmp_path / f"{name}.json", tmp_path / f"{name}.csv")
+    assert (tmp_path / "s.json").read_bytes() == (tmp_path / "m.json").read_bytes()
+    assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
+    assert spooled.summary() == memory.summary()
+    assert spooled.table() == memory.table()
+    assert [c.input for c in spooled.cases] == [c.input for c in cases]  # read back in insertion order
+    with spooled:
+        pass
+    assert not spool.exists()  # the spool is a temporary file
+
+
+def test_empty_spooled_report(tmp_path):
+    with Report(n_images=0, spool=tmp_path / ".s.part") as r:
+        r.write(tmp_path / "s.json")
+    Report().write(tmp_path / "m.json")
+    assert (tmp_path / "s.json").read_bytes() == (tmp_path / "m.json").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "s.json"]
