@@ -214,3 +214,15 @@ def test_eval_images_replace_unreadable_ones(tmp_path, index_of):
     assert [str(r) for r, _, _ in evals] == ["img01.png", "img02.png", "img04.png"]
     assert all(m is not None and m.shape == im.shape for _, im, m in evals)
     assert len(logged) == 1 and "img00.png" in logged[0]
+
+
+def test_dataset_survives_pickling_for_spawned_workers(tmp_path, index_of):
+    """DataLoader workers started with "spawn" (macOS, Windows) receive a pickled copy."""
+    import pickle
+
+    _write_folder(tmp_path / "d")
+    idx = index_of(tmp_path / "d")
+    ds = _dataset(idx, log=lambda m: None)  # a lambda does not pickle; the copy logs to stderr
+    copy = pickle.loads(pickle.dumps(ds))
+    for a, b in zip(ds[(4, 9)], copy[(4, 9)], strict=True):
+        assert torch.equal(a, b)

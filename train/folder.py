@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import tempfile
 from array import array
 from collections import OrderedDict
@@ -230,6 +231,13 @@ class FolderCropDataset(Dataset):
     def __len__(self) -> int:  # samples are drawn by EpochSampler; this is the number of files
         return len(self.index)
 
+    def __getstate__(self):
+        # DataLoader workers started with "spawn" (macOS, Windows) get a pickled copy; the
+        # caller's log function may be a lambda, so they report to stderr directly
+        state = dict(self.__dict__)
+        state["log"] = _log_to_stderr
+        return state
+
     def _load(self, i: int) -> tuple[int, np.ndarray, np.ndarray | None]:
         """File i's pages (from the cache or disk); an unreadable file passes to the next."""
         n = len(self.index)
@@ -285,6 +293,10 @@ class FolderCropDataset(Dataset):
                 torch.manual_seed(int(rng.integers(2**62)))
                 t_inp, t_img, t_msk = apply_augment(self.transform, t_inp, t_img, t_msk)
         return t_inp, t_img, t_msk
+
+
+def _log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def eval_subset(n_files: int, limit: int) -> list[int]:
