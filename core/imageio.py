@@ -16,6 +16,7 @@ so a crash or Ctrl-C never leaves a half-written mask behind.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
@@ -238,40 +239,37 @@ def _create_temp_in_folder(path: str) -> tuple[int, str]:
         return _create_temp(path)
 
 
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    """``write(temporary path)``, then rename the temporary file over ``path``."""
+@contextlib.contextmanager
+def _replacing(path: str | os.PathLike):
+    """Yield ``(fd, tmp)``, a fresh temporary file beside ``path`` (the caller closes fd);
+    rename it over ``path`` when the block ends, remove it if the block raises."""
     path = os.fspath(path)
     fd, tmp = _create_temp_in_folder(path)
-    os.close(fd)
     try:
-        write(tmp)
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
+
+
+def _atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(temporary path)``, then rename the temporary file over ``path``."""
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)
+        write(tmp)
 
 
 def _atomic_write_bytes(path: str | os.PathLike, data) -> None:
     """Write ``data`` (bytes-like) to a temporary file with one open, then rename it over ``path``."""
-    path = os.fspath(path)
-    fd, tmp = _create_temp_in_folder(path)
-    try:
+    with _replacing(path) as (fd, _):
         try:
             view = memoryview(data)
             while view.nbytes:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
