@@ -455,8 +455,6 @@ def run_training(
 
 
 def _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, dist_ctx) -> TrainResult:
-    from tqdm.auto import tqdm
-
     out = Path(cfg.out)
     main = dist_ctx.is_main
     _check_run_dir(out, overwrite, resume, remove=main)
@@ -494,12 +492,14 @@ def _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, d
     norm = cfg.normalization()
     data = prepare_data(cfg, norm, log, dist_ctx, device)  # raises DataError before anything is written
     try:
-        return _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progress, plots, tqdm)
+        return _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progress, plots)
     finally:
         data.close()
 
 
-def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progress, plots, tqdm):
+def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progress, plots):
+    from tqdm.auto import tqdm
+
     main = dist_ctx.is_main
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -648,11 +648,10 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
         distributed.sync_buffers(raw_model, dist_ctx)  # every rank ends with rank 0's exact state
     if not main:
         return TrainResult(out, {}, interrupted=interrupted, model=raw_model)
-    model = raw_model
     final = _nan_to_none(history[-1]) if history else {}
     # The running train IoU is measured on augmented (noisier) inputs while the weights
     # move; the final train IoU is measured like the test IoU: eval mode, inputs as is.
-    train_eval = evaluate(model, data.train_eval, cfg.alpha, device, data.has_masks) if history else {}
+    train_eval = evaluate(raw_model, data.train_eval, cfg.alpha, device, data.has_masks) if history else {}
     if data.has_masks and history:
         final["train_iou_running"] = final.get("train_iou_mean")
         final["train_iou_mean"] = train_eval["iou_mean"]
@@ -682,12 +681,12 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
             f"interrupted after epoch {len(history)}; state saved to {out / 'last.pt'}. "
             f"Continue with: segtrain --out {out} --resume"
         )
-        return TrainResult(out, summary["final"], interrupted=True, model=model)
+        return TrainResult(out, summary["final"], interrupted=True, model=raw_model)
 
     _atomic_torch_save(weights_ckpt(final, len(history)), out / "model.pt")
     if plots:
         from unsupseg.train.plots import save_plots
 
-        save_plots(out / "plots", history, model, data, device, has_masks=data.has_masks)
+        save_plots(out / "plots", history, raw_model, data, device, has_masks=data.has_masks)
     log(f"wrote {out / 'model.pt'} ({elapsed:.0f} s)")
-    return TrainResult(out, summary["final"], model=model)
+    return TrainResult(out, summary["final"], model=raw_model)
