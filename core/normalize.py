@@ -82,14 +82,15 @@ class Normalization:
             ranks = np.concatenate([below, above])
             values = (np.searchsorted(cum, ranks, side="right") + offset).astype(np.float32)
             part_below, part_above = values[:2], values[2:]
-        elif histogram_dtype(image.dtype):  # small: partition the integers themselves (no float copy)
-            a = image.reshape(-1).view(np.uint8) if image.dtype == np.bool_ else image.reshape(-1)
+        else:  # small integer images are partitioned as they are (no float copy)
+            if image.dtype == np.bool_:
+                a = image.reshape(-1).view(np.uint8)
+            elif histogram_dtype(image.dtype):
+                a = image.reshape(-1)
+            else:
+                a = np.asarray(image, dtype=np.float32).ravel()
             part = np.partition(a, np.unique(np.concatenate([below, above])))
             part_below, part_above = part[below].astype(np.float32), part[above].astype(np.float32)
-        else:
-            a = np.asarray(image, dtype=np.float32).ravel()
-            part = np.partition(a, np.unique(np.concatenate([below, above])))
-            part_below, part_above = part[below], part[above]
         frac = q - below
         lo, hi = part_below * (1.0 - frac) + part_above * frac
         return float(lo), float(hi)
