@@ -57,8 +57,9 @@ def main(checkpoint: Path, out: Path, device: str, n_files: int) -> None:
     import torch
     from PIL import Image
 
-    from unsupseg.export.export import ATOL, RTOL, export_onnx, load_model, verification_inputs
+    from unsupseg.export.export import ATOL, RTOL, export_onnx, verification_inputs
     from unsupseg.infer.session import OnnxSession
+    from unsupseg.train.checkpoint import load_model
     from unsupseg.train.config import make_config
     from unsupseg.train.data import generate
     from unsupseg.train.loop import run_training

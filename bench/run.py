@@ -238,7 +238,7 @@ def export_checkpoint(ckpt: Path, out: Path) -> tuple[Path, object]:
 def section_model(shared: Shared) -> Section:
     import torch
 
-    from unsupseg.export.export import load_model
+    from unsupseg.train.checkpoint import load_model
     from unsupseg.train.model import count_flops
 
     st = shared.settings
@@ -770,7 +770,7 @@ def section_sweep(shared: Shared) -> Section:
         if not ck.is_file():
             raise BenchError(f"--sweep: {ck}: no such checkpoint")
         path, card = export_checkpoint(ck, st.work / f"sweep_{len(results)}.onnx")
-        from unsupseg.export.export import load_model
+        from unsupseg.train.checkpoint import load_model
 
         _, _, ckd = load_model(ck)
         mcfg = ModelConfig(**ckd["model_config"])
@@ -1521,7 +1521,7 @@ Example:
 )
 def main(checkpoint, quick, sections, sweep, threads, repeats, out):
     """Benchmark unsupseg on this machine; write docs/benchmarks.md and bench/results.json."""
-    from unsupseg.train.loop import sha256_file
+    from unsupseg.train.checkpoint import sha256_file
 
     t_start = time.perf_counter()
     wanted = [s.strip() for s in sections.split(",") if s.strip()]
@@ -1554,7 +1554,7 @@ def main(checkpoint, quick, sections, sweep, threads, repeats, out):
             repeats=repeats or (2 if quick else 5),
         )
         shared = Shared(st)
-        from unsupseg.export.export import load_model
+        from unsupseg.train.checkpoint import load_model
 
         _, card, ckd = load_model(checkpoint)
         from unsupseg.train.model import ModelConfig

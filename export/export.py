@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from unsupseg import __version__
-from unsupseg.core.errors import ModelFileError, OutputExistsError, UnsupsegError
+from unsupseg.core.errors import OutputExistsError, UnsupsegError
 from unsupseg.core.imageio import temp_path_beside
 from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
 
@@ -43,28 +43,6 @@ class ExportReport:
     mask_agreement: float  # fraction of pixels whose thresholded value agrees
     size_bytes: int
     checks: list  # [(shape, kind, max_abs_diff)]
-
-
-def load_model(ckpt_path: str | os.PathLike):
-    """(model in eval mode, card, checkpoint dict) from a model.pt; typed errors for bad files."""
-    from unsupseg.train.loop import load_checkpoint
-    from unsupseg.train.model import ModelConfig, build_model
-
-    ckpt = load_checkpoint(ckpt_path)
-    try:
-        mcfg = ModelConfig(**ckpt["model_config"])
-    except (TypeError, ValueError) as e:
-        raise ModelFileError(f"{ckpt_path}: unknown model in checkpoint ({e})") from e
-    model = build_model(mcfg)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise ModelFileError(
-            f"{ckpt_path}: weights do not fit a {mcfg.arch} of width {mcfg.width} ({e})"
-        ) from e
-    model.eval()
-    card = ModelCard.from_dict(ckpt["card"])
-    return model, card, ckpt
 
 
 def _rename_dims(model_proto) -> None:
@@ -129,7 +107,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from unsupseg.train.loop import sha256_file
+    from unsupseg.train.checkpoint import load_model, sha256_file
 
     ckpt_path, onnx_path = Path(ckpt_path), Path(onnx_path)
     if not onnx_path.parent.is_dir():

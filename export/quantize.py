@@ -32,7 +32,8 @@ from unsupseg.core.errors import OutputExistsError, UnsupsegError
 from unsupseg.core.imageio import is_image_path, read_image, temp_path_beside
 from unsupseg.core.modelcard import INPUT_NAME, ModelCard
 from unsupseg.core.normalize import Normalization
-from unsupseg.export.export import OPSET, ExportError, export_onnx, load_model
+from unsupseg.export.export import OPSET, ExportError, export_onnx
+from unsupseg.train.checkpoint import load_model
 
 QUANTIZATION = "int8-qdq"
 MAX_CALIBRATION = 200  # images (pages) used for calibration; more adds time, not accuracy

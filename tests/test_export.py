@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
 from unsupseg.export.cli import main as segexport
-from unsupseg.export.export import ATOL, RTOL, export_onnx, load_model, verification_inputs
+from unsupseg.export.export import ATOL, RTOL, export_onnx, verification_inputs
+from unsupseg.train.checkpoint import load_model
 from unsupseg.train.config import make_config
 from unsupseg.train.loop import run_training
 
@@ -87,7 +88,7 @@ def test_file_has_symbolic_batch_height_width(exported):
 def test_file_is_self_contained_with_metadata(exported):
     import onnx
 
-    from unsupseg.train.loop import sha256_file
+    from unsupseg.train.checkpoint import sha256_file
 
     ckpt, onnx_path, report = exported
     assert not list(onnx_path.parent.glob("*.data"))  # no external weights

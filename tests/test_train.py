@@ -7,8 +7,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from unsupseg.train.checkpoint import load_checkpoint
 from unsupseg.train.cli import main as segtrain
-from unsupseg.train.loop import batch_iou_any_polarity, load_checkpoint
+from unsupseg.train.loop import batch_iou_any_polarity
 
 TINY = ["--width", "4", "--epochs", "3", "--no-plots", "-q", "--threads", "1"]
 

@@ -15,7 +15,6 @@ the test split, as the seed notebook does. Files in the run folder:
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import random
@@ -31,13 +30,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from unsupseg import __version__
-from unsupseg.core.errors import ModelFileError, OutputExistsError, UnsupsegError
+from unsupseg.core.errors import OutputExistsError, UnsupsegError
 from unsupseg.core.modelcard import ModelCard
 from unsupseg.core.normalize import Normalization
 from unsupseg.core.padding import pad_to_multiple
 from unsupseg.infer.report import MaskIndex
 from unsupseg.train import distributed
 from unsupseg.train.augment import apply_augment, build_augment
+from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.data import DataError, builtin_splits, load_npz, normalize_stack
 from unsupseg.train.folder import (
@@ -50,7 +50,6 @@ from unsupseg.train.folder import (
 from unsupseg.train.loss import chan_vese_loss
 from unsupseg.train.model import SIZE_MULTIPLE, build_model
 
-CHECKPOINT_FORMAT = "unsupseg-checkpoint/1"
 SERIES = ("loss", "fidelity", "tv", "iou")
 
 
@@ -339,42 +338,6 @@ def evaluate(model, test, alpha, device, has_masks) -> dict[str, float]:
     return _summarise(vals)
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint safely (weights_only=True) and check it is one of ours."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first_line = (str(e).splitlines() or [""])[0][:200]
-        raise ModelFileError(
-            f"{path}: not a readable unsupseg checkpoint ({type(e).__name__}: {first_line}); "
-            "pass the model.pt written by segtrain"
-        ) from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ModelFileError(f"{path}: not an unsupseg checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
-    for key in ("model_config", "state_dict", "card"):
-        if key not in ckpt:
-            raise ModelFileError(f"{path}: checkpoint lacks '{key}'; it is truncated or from another tool")
-    return ckpt
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ----------------------------------------------------------------------------- the run
 def _check_run_dir(out: Path, overwrite: bool, resume: bool, remove: bool = True) -> None:
     """Refuse to mix runs; with ``overwrite`` (and ``remove``) delete the old run's files.
@@ -626,7 +589,7 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
             bar.set_postfix(post)
             if te["loss_mean"] < best_loss:
                 best_loss = te["loss_mean"]
-                _atomic_torch_save(weights_ckpt(_nan_to_none(row), epoch + 1), out / "best.pt")
+                save_checkpoint(weights_ckpt(_nan_to_none(row), epoch + 1), out / "best.pt")
             resume_state = weights_ckpt(_nan_to_none(row), epoch + 1)
             resume_state.update(
                 optimizer=opt.state_dict(),
@@ -637,7 +600,7 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
                 torch_rng=torch.get_rng_state(),
                 loader_rng=gen.get_state(),
             )
-            _atomic_torch_save(resume_state, out / "last.pt")
+            save_checkpoint(resume_state, out / "last.pt")
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -683,7 +646,7 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
         )
         return TrainResult(out, summary["final"], interrupted=True, model=raw_model)
 
-    _atomic_torch_save(weights_ckpt(final, len(history)), out / "model.pt")
+    save_checkpoint(weights_ckpt(final, len(history)), out / "model.pt")
     if plots:
         from unsupseg.train.plots import save_plots
 

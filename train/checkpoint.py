@@ -1,0 +1,81 @@
+"""The checkpoint format: what ``model.pt``, ``best.pt`` and ``last.pt`` hold, saving and loading.
+
+A checkpoint is a plain dict that ``torch.load(..., weights_only=True)`` reads back:
+
+    format        "unsupseg-checkpoint/1"
+    model_config  ModelConfig as a dict (arch, width, init, context)
+    state_dict    the network's weights (CPU tensors)
+    card          ModelCard as a dict (normalisation, threshold, polarity rule, IoU...)
+    train_config  TrainConfig as a dict
+    epoch         epochs trained
+    (last.pt adds optimizer, scheduler, history, best_loss, elapsed_s, torch_rng, loader_rng)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from unsupseg.core.errors import ModelFileError
+from unsupseg.core.modelcard import ModelCard
+from unsupseg.train.model import ModelConfig, build_model
+
+CHECKPOINT_FORMAT = "unsupseg-checkpoint/1"
+REQUIRED_KEYS = ("model_config", "state_dict", "card")
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary name beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint safely (weights_only=True) and check it is one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        first_line = (str(e).splitlines() or [""])[0][:200]
+        raise ModelFileError(
+            f"{path}: not a readable unsupseg checkpoint ({type(e).__name__}: {first_line}); "
+            "pass the model.pt written by segtrain"
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path}: not an unsupseg checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    for key in REQUIRED_KEYS:
+        if key not in ckpt:
+            raise ModelFileError(f"{path}: checkpoint lacks '{key}'; it is truncated or from another tool")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelCard, dict]:
+    """(network in eval mode, model card, checkpoint dict) from a model.pt; typed errors for bad files."""
+    ckpt = load_checkpoint(path)
+    try:
+        mcfg = ModelConfig(**ckpt["model_config"])
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: unknown model in checkpoint ({e})") from e
+    model = build_model(mcfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ModelFileError(f"{path}: weights do not fit a {mcfg.arch} of width {mcfg.width} ({e})") from e
+    model.eval()
+    return model, ModelCard.from_dict(ckpt["card"]), ckpt
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks (the exporter records the checkpoint's)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
