@@ -1596,7 +1596,7 @@ def main(checkpoint, quick, sections, sweep, threads, repeats, out):
     }
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    from unsupseg.core.imageio import write_text_atomic
+    from unsupseg.core.atomic import write_text_atomic
 
     write_text_atomic(md_path, render(meta, done))
     results = {

@@ -16,15 +16,14 @@ so a crash or Ctrl-C never leaves a half-written mask behind.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import itertools
 import os
 import stat
 from pathlib import Path
 
 import numpy as np
 
+from unsupseg.core.atomic import atomic_path, write_bytes_atomic
 from unsupseg.core.errors import ImageReadError
 from unsupseg.core.normalize import histogram_dtype
 
@@ -205,73 +204,6 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return arr != 0
 
 
-_temp_counter = itertools.count()
-
-
-def _create_temp(path: str) -> tuple[int, str]:
-    """(open fd, name) of a fresh temporary file next to ``path``; see ``temp_path_beside``."""
-    head, name = os.path.split(path)
-    while True:
-        tmp = os.path.join(head, f".{name}.{os.getpid()}.{next(_temp_counter)}.part")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:  # a leftover of a killed run with a recycled pid
-            continue
-
-
-def temp_path_beside(path: Path) -> Path:
-    """A fresh, empty temporary file next to ``path`` (same file system: rename is atomic).
-
-    Created with O_EXCL and mode 0o666 minus the umask, as open() would (mkstemp's 0600
-    would hide the outputs from other users); the name carries the process id and a
-    counter, so threads and processes writing into one folder never collide.
-    """
-    fd, tmp = _create_temp(os.fspath(path))
-    os.close(fd)
-    return Path(tmp)
-
-
-def _create_temp_in_folder(path: str) -> tuple[int, str]:
-    try:
-        return _create_temp(path)
-    except FileNotFoundError:  # the folder is not there yet (checked only then: one syscall less per file)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        return _create_temp(path)
-
-
-@contextlib.contextmanager
-def _replacing(path: str | os.PathLike):
-    """Yield ``(fd, tmp)``, a fresh temporary file beside ``path`` (the caller closes fd);
-    rename it over ``path`` when the block ends, remove it if the block raises."""
-    path = os.fspath(path)
-    fd, tmp = _create_temp_in_folder(path)
-    try:
-        yield fd, tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write(path: str | os.PathLike, write) -> None:
-    """``write(temporary path)``, then rename the temporary file over ``path``."""
-    with _replacing(path) as (fd, tmp):
-        os.close(fd)
-        write(tmp)
-
-
-def _atomic_write_bytes(path: str | os.PathLike, data) -> None:
-    """Write ``data`` (bytes-like) to a temporary file with one open, then rename it over ``path``."""
-    with _replacing(path) as (fd, _):
-        try:
-            view = memoryview(data)
-            while view.nbytes:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-
-
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     """Write a bool/0-1 mask (H, W) or (P, H, W) as 0/255 uint8, atomically.
 
@@ -285,7 +217,8 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     if os.path.splitext(path)[1].lower() in TIFF_SUFFIXES:
         import tifffile
 
-        _atomic_write(path, lambda t: tifffile.imwrite(t, m, compression="zlib", photometric="minisblack"))
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, m, compression="zlib", photometric="minisblack")
     else:
         if m.ndim == 3:
             if m.shape[0] != 1:
@@ -295,7 +228,7 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
 
         buf = io.BytesIO()
         Image.fromarray(m).save(buf, format="PNG", compress_level=1)
-        _atomic_write_bytes(path, buf.getbuffer())
+        write_bytes_atomic(path, buf.getbuffer())
 
 
 def write_float_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -303,9 +236,5 @@ def write_float_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
     import tifffile
 
     a = np.asarray(array, dtype=np.float32)
-    _atomic_write(path, lambda t: tifffile.imwrite(t, a, compression="zlib", photometric="minisblack"))
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file (JSON, CSV) under a temporary name and rename it."""
-    _atomic_write(path, lambda t: Path(t).write_text(text, encoding="utf-8"))
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, a, compression="zlib", photometric="minisblack")

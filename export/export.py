@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from unsupseg import __version__
+from unsupseg.core.atomic import temp_path_beside
 from unsupseg.core.errors import OutputExistsError, UnsupsegError
-from unsupseg.core.imageio import temp_path_beside
 from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
 
 OPSET = 18

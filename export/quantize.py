@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from unsupseg.core.atomic import temp_path_beside
 from unsupseg.core.errors import OutputExistsError, UnsupsegError
-from unsupseg.core.imageio import is_image_path, read_image, temp_path_beside
+from unsupseg.core.imageio import is_image_path, read_image
 from unsupseg.core.modelcard import INPUT_NAME, ModelCard
 from unsupseg.core.normalize import Normalization
 from unsupseg.export.export import OPSET, ExportError, export_onnx

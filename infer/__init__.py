@@ -1,11 +1,21 @@
 """Torch-free inference: run an unsupseg ONNX model with onnxruntime over images and folders.
 
-``Segmenter`` (api.py) is the Python entry point; ``seginfer`` (cli.py) the command.
-Modules: session.py (onnxruntime session and device choice), tiling.py (padding and
-overlapping tiles), pipeline.py (inputs, batching, threaded read/write),
-report.py (IoU report, summary.json).
+``Segmenter`` (api.py) segments arrays; ``run_folder`` (run.py) segments a folder the
+way the ``seginfer`` command (cli.py) does. docs/architecture.md maps the modules.
 """
 
-from unsupseg.infer.api import Segmenter
+from unsupseg.infer.api import Segmenter, SegmenterConfig
+from unsupseg.infer.engine import Engine, LocalEngine
+from unsupseg.infer.run import RunOptions, RunResult, run_folder
+from unsupseg.infer.runfiles import RunFiles
 
-__all__ = ["Segmenter"]
+__all__ = [
+    "Engine",
+    "LocalEngine",
+    "RunFiles",
+    "RunOptions",
+    "RunResult",
+    "Segmenter",
+    "SegmenterConfig",
+    "run_folder",
+]

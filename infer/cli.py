@@ -1,16 +1,14 @@
 """``seginfer``: segment a folder of images with an unsupseg ONNX model.
 
-A thin layer over ``unsupseg.infer.api.Segmenter`` and ``unsupseg.infer.pipeline``:
-parse and check the arguments, run, print a short report. Exit codes (DESIGN.md):
-0 all inputs written, 1 some inputs failed (the rest were written), 2 usage error.
+A thin layer over ``unsupseg.infer.run.run_folder``: parse and check the arguments,
+run, print a short report. Exit codes (DESIGN.md): 0 all inputs written, 1 some
+inputs failed (the rest were written), 2 usage error.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -23,7 +21,7 @@ from unsupseg.infer.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 def _shard(ctx, param, value):
     if value is None:
         return None
-    from unsupseg.infer.pipeline import parse_shard
+    from unsupseg.infer.inputs import parse_shard
 
     try:
         return parse_shard(value)
@@ -39,10 +37,6 @@ def _device(ctx, param, value):
     except ValueError as e:
         raise click.BadParameter(str(e), ctx, param) from None
     return value
-
-
-def _suffix(shard):
-    return "" if shard is None else f"-shard-{shard[0]}-of-{shard[1]}"
 
 
 @click.command(
@@ -204,162 +198,125 @@ def main(
         format="seginfer: %(message)s",
         stream=sys.stderr,
     )
-    if overwrite and skip_existing:
-        raise click.UsageError("--overwrite and --skip-existing exclude each other; pick one")
     if tile_overlap * 2 >= tile_size:
         raise click.BadParameter(
             f"must be less than half of --tile-size ({tile_size})", param_hint="--tile-overlap"
         )
-    if engine != "ray" and (ray_address or ray_actors):
-        raise click.UsageError("--ray-address and --ray-actors need --engine ray")
-    if engine == "ray":
-        from unsupseg.infer.ray_engine import RayEngineError, require_ray
+    from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
+    from unsupseg.infer.api import SegmenterConfig
+    from unsupseg.infer.inputs import InputError
+    from unsupseg.infer.run import RunOptions, run_folder
 
-        try:
-            require_ray()
-        except RayEngineError as e:
-            raise click.UsageError(str(e)) from None
-
-    from unsupseg.core.errors import DeviceError, ModelFileError, OutputExistsError
-    from unsupseg.infer import pipeline
-    from unsupseg.infer.api import Segmenter
-    from unsupseg.infer.report import Report
-
-    # Inputs and outputs first: cheap checks before the model loads.
-    try:
-        items = pipeline.plan(pipeline.gather_inputs(input_path, recursive), output, shard)
-        if not overwrite and not skip_existing:
-            pipeline.check_overwrite(items, fmt, save_prob)
-    except (pipeline.InputError, OutputExistsError) as e:
-        raise click.UsageError(str(e)) from None
-    segmenter_kwargs = dict(
-        model=model,
-        device=device,
-        threads=threads,
-        tile_size=tile_size,
-        tile_overlap=tile_overlap,
-        batch_size=batch_size,
-        threshold=threshold,
-        foreground=foreground,
+    engine_ = _engine(engine, ray_address, ray_actors)
+    options = RunOptions(
+        segmenter=SegmenterConfig(
+            model=model,
+            device=device,
+            threads=threads,
+            tile_size=tile_size,
+            tile_overlap=tile_overlap,
+            batch_size=batch_size,
+            threshold=threshold,
+            foreground=foreground,
+        ),
+        recursive=recursive,
+        shard=shard,
+        fmt=fmt,
+        outputs=("prob",) if save_prob else (),
+        masks=masks,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
     )
+    progress = _Progress(quiet, device)
     try:
-        # With --engine ray the GPUs are on the workers: the driver checks the model on the CPU.
-        local_device = "cpu" if engine == "ray" else device
-        segmenter = Segmenter(**{**segmenter_kwargs, "device": local_device})
+        result = run_folder(
+            input_path, output, options, engine_, progress, args=click.get_current_context().params
+        )
+    except (InputError, OutputExistsError, ImageReadError) as e:
+        raise click.UsageError(str(e)) from None
     except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="--device") from None
     except ModelFileError as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
+    except _engine_errors() as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        progress.close()
     if not quiet:
-        reason = segmenter.session.fallback_reason
-        why = f" (CUDA not used: {reason})" if reason else ""
-        where = (
-            f"Ray actors, --device {device}"
-            if engine == "ray"
-            else f"{segmenter.provider} on {segmenter.device}{why}"
-        )
-        click.echo(f"seginfer: {where}, {len(items)} images", err=True)
+        click.echo(result.table)
+    if result.n_failed:
+        click.echo(f"seginfer: {result.n_failed} input(s) failed; see {result.files.summary}", err=True)
+        sys.exit(1)
 
-    output.mkdir(parents=True, exist_ok=True)
-    suffix = _suffix(shard)
-    manifest_path = output / f"seginfer{suffix}.json"
-    manifest = _manifest(click.get_current_context().params, segmenter, len(items))
-    _write_json(manifest_path, manifest)
 
-    # per-case rows go to a hidden temporary file beside the summary (removed when the run
-    # ends, however it ends): memory stays flat in the number of inputs
-    from unsupseg.core.imageio import temp_path_beside
+def _engine(name: str, ray_address: str | None, ray_actors: int | None):
+    """The engine named by --engine (a usage error when its options or its package are missing)."""
+    if name != "ray":
+        if ray_address or ray_actors:
+            raise click.UsageError("--ray-address and --ray-actors need --engine ray")
+        from unsupseg.infer.engine import LocalEngine
 
-    with Report(n_images=len(items), spool=temp_path_beside(output / f"summary{suffix}.json")) as report:
-        options = pipeline.RunOptions(fmt=fmt, save_prob=save_prob, skip_existing=skip_existing, masks=masks)
-        start = time.perf_counter()
-        with _progress(len(items), quiet) as bar:
+        return LocalEngine()
+    from unsupseg.infer.ray_engine import RayEngine, RayEngineError, require_ray
 
-            def on_done(src, error):
-                if error is not None:
-                    where = "" if error.startswith(str(src)) else f"{src}: "
-                    bar.write(f"seginfer: failed: {where}{error}", file=sys.stderr)
-                bar.update(1)
-                if report.failed:
-                    bar.set_postfix(failed=report.n_failed, refresh=False)
+    try:
+        require_ray()
+    except RayEngineError as e:
+        raise click.UsageError(str(e)) from None
+    return RayEngine(ray_address, ray_actors)
 
-            if engine == "ray":
-                from unsupseg.infer import ray_engine
 
-                try:
-                    ray_engine.run(items, options, segmenter_kwargs, report, ray_address, ray_actors, on_done)
-                except ray_engine.RayEngineError as e:
-                    raise click.ClickException(str(e)) from None
-            else:
-                pipeline.run(segmenter, items, options, report, lambda item, err: on_done(item.src, err))
-        elapsed = time.perf_counter() - start
+def _engine_errors() -> tuple[type[Exception], ...]:
+    """Errors an engine raises when the run as a whole cannot go on (exit 1)."""
+    import importlib.util
 
-        report.write(output / f"summary{suffix}.json", output / f"report{suffix}.csv" if masks else None)
-        manifest.update(
-            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            seconds=round(elapsed, 3),
-            images_per_second=round(report.n_written / elapsed, 2) if elapsed > 0 else None,
-            n_written=report.n_written,
-            n_failed=report.n_failed,
-        )
-        _write_json(manifest_path, manifest)
-        if not quiet:
-            click.echo(report.table())
-        if report.failed:
-            click.echo(
-                f"seginfer: {report.n_failed} input(s) failed; see {output / f'summary{suffix}.json'}",
-                err=True,
+    if importlib.util.find_spec("ray") is None:
+        return ()
+    from unsupseg.infer.ray_engine import RayEngineError
+
+    return (RayEngineError,)
+
+
+class _Progress:
+    """The banner, the progress bar and one line per failed input, on stderr."""
+
+    def __init__(self, quiet: bool, device: str):
+        self.quiet, self.device = quiet, device
+        self.bar = None
+        self.n_failed = 0
+
+    def start(self, n_items: int, segmenter, engine) -> None:
+        from tqdm import tqdm
+
+        if not self.quiet:
+            reason = segmenter.session.fallback_reason
+            why = f" (CUDA not used: {reason})" if reason else ""
+            where = (
+                f"Ray actors, --device {self.device}"
+                if engine.name == "ray"
+                else f"{segmenter.provider} on {segmenter.device}{why}"
             )
-            sys.exit(1)
+            click.echo(f"seginfer: {where}, {n_items} images", err=True)
+        self.bar = tqdm(
+            total=n_items,
+            unit="img",
+            disable=self.quiet,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            desc="seginfer",
+        )
 
+    def item(self, result) -> None:
+        if result.error is not None:
+            where = "" if result.error.startswith(str(result.src)) else f"{result.src}: "
+            self.bar.write(f"seginfer: failed: {where}{result.error}", file=sys.stderr)
+            self.n_failed += 1
+            self.bar.set_postfix(failed=self.n_failed, refresh=False)
+        self.bar.update(1)
 
-def _progress(total: int, quiet: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True, desc="seginfer")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    from unsupseg.core.imageio import write_text_atomic
-
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _manifest(params: dict, segmenter, n_images: int) -> dict:
-    import platform
-    from importlib import metadata
-
-    versions = {}
-    for pkg in (
-        "unsupseg",
-        "onnxruntime-gpu",
-        "onnxruntime",
-        "numpy",
-        "tifffile",
-        "imageio",
-        "pillow",
-        "click",
-    ):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return {
-        "command": sys.argv,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()},
-        "model": {"path": str(segmenter.model_path), "card": segmenter.card.to_dict()},
-        "threshold": segmenter.threshold,
-        "foreground": segmenter.foreground,
-        "provider": segmenter.provider,
-        "device": segmenter.device,
-        "cuda_not_used": segmenter.session.fallback_reason,
-        "threads": segmenter.session.threads,
-        "n_images": n_images,
-        "versions": versions,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 if __name__ == "__main__":

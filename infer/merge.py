@@ -11,14 +11,13 @@ gives ``summary.json`` / ``report.csv`` with the same bytes as a single
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from unsupseg.core.errors import UnsupsegError
 from unsupseg.infer.report import CaseResult, Report
+from unsupseg.infer.runfiles import SHARD_SUMMARY, SHARD_SUMMARY_GLOB, RunFiles
 
-SHARD_SUMMARY = re.compile(r"summary-shard-(\d+)-of-(\d+)\.json")
 _CASE_FIELDS = {f.name for f in fields(CaseResult)}
 
 
@@ -36,7 +35,7 @@ class Merged:
 def shard_summaries(folder: Path) -> tuple[int, dict[int, Path]]:
     """(N, {I: path}) of the complete set of summary-shard-I-of-N.json files in ``folder``."""
     found: dict[int, dict[int, Path]] = {}
-    for path in sorted(Path(folder).glob("summary-shard-*-of-*.json")):
+    for path in sorted(Path(folder).glob(SHARD_SUMMARY_GLOB)):
         m = SHARD_SUMMARY.fullmatch(path.name)
         if m:
             found.setdefault(int(m[2]), {})[int(m[1])] = path
@@ -82,7 +81,7 @@ def merge_shards(folder: Path, spool: Path | None = None) -> Merged:
     except BaseException:
         report.close()
         raise
-    with_csv = any((folder / f"report-shard-{i}-of-{n}.csv").exists() for i in shards)
+    with_csv = any(RunFiles(folder, (i, n)).report.exists() for i in shards)
     return Merged(report, n, with_csv)
 
 

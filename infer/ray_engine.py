@@ -4,26 +4,28 @@
           --> per-file result rows --> driver: Report --> summary.json
 
 Each actor holds one ``Segmenter`` (one onnxruntime session; ``num_gpus=1`` per
-actor on CUDA) and runs ``pipeline.run`` on its batch of files: it reads them,
-segments, writes the masks atomically (temp file + rename) into the output
+actor on CUDA) and runs the local engine on its batch of files: it reads them,
+segments, writes the outputs atomically (temp file + rename) into the output
 folder, which must be a shared file system path every node sees under the same
-name, and returns one row per case and per failure. The driver joins the rows
-into the same ``Report`` as the local engine, so outputs, ``summary.json``, exit
-codes and ``--skip-existing`` resume are the same. Ray is imported only here.
+name, and returns one ``ItemResult`` per input. The driver hands them to the run
+as the local engine does, so outputs, ``summary.json``, exit codes and
+``--skip-existing`` resume are the same. Ray is imported only here.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+import pickle
+from collections.abc import Sequence
 
 from unsupseg.core.errors import UnsupsegError
-from unsupseg.infer.pipeline import Item, RunOptions
-from unsupseg.infer.report import CaseResult, Report
+from unsupseg.infer.api import Segmenter, SegmenterConfig
+from unsupseg.infer.engine import LocalEngine, OnResult
+from unsupseg.infer.inputs import Item
+from unsupseg.infer.work import ItemResult, ItemWork
 
 INSTALL_HINT = 'pip install "unsupseg[ray]"'
 MAX_FILES_PER_BATCH = 256  # files per actor call: small enough to balance, large enough to batch
@@ -44,12 +46,9 @@ def require_ray():
 
 
 class SegmentActor:
-    """Ray Data UDF: one Segmenter per actor; a batch of files in, result rows out."""
+    """Ray Data UDF: one Segmenter per actor; a batch of files in, one pickled ItemResult per input out."""
 
-    def __init__(self, segmenter_kwargs: dict, options: RunOptions, cwd: str):
-        from unsupseg.infer.api import Segmenter
-        from unsupseg.infer.report import MaskIndex
-
+    def __init__(self, config: SegmenterConfig, work: ItemWork, cwd: str):
         try:  # relative --input/--output paths mean what they meant to the driver
             os.chdir(cwd)
         except OSError as e:
@@ -57,98 +56,86 @@ class SegmentActor:
                 f"worker cannot enter the driver's folder {cwd} ({e}); pass absolute --input/--output "
                 "paths on a file system all nodes share"
             ) from None
-        self.segmenter = Segmenter(**segmenter_kwargs)
-        self.options = options
-        self.index = MaskIndex(options.masks) if options.masks is not None else None
+        self.engine = LocalEngine(segmenter=config.build())
+        self.work = work
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        from unsupseg.infer import pipeline
-
         columns = zip(batch["src"], batch["rel"], batch["out_base"], strict=True)
         items = [Item(str(s), str(r), str(o)) for s, r, o in columns]
-        report = pipeline.run(self.segmenter, items, self.options, Report(len(items)), mask_index=self.index)
-        rows = [("case", c.input, json.dumps(asdict(c))) for c in report.cases]
-        rows += [("failed", f["input"], f["error"]) for f in report.failed]
-        kind, inputs, payload = zip(*rows, strict=True) if rows else ((), (), ())
-        return {
-            "kind": np.array(kind, dtype=object),
-            "input": np.array(inputs, dtype=object),
-            "payload": np.array(payload, dtype=object),
-        }
+        results: list[ItemResult] = []
+        self.engine.run(items, self.work, results.append)
+        return {"result": np.array([pickle.dumps(r) for r in results], dtype=object)}
 
 
-def run(
-    items: Sequence[Item],
-    options: RunOptions,
-    segmenter_kwargs: dict,
-    report: Report,
-    address: str | None = None,
-    actors: int | None = None,
-    on_done: Callable[[str, str | None], None] | None = None,
-) -> Report:
-    """Run ``items`` on Ray (``address`` None: a local Ray for this run); results land in ``report``.
+class RayEngine:
+    """A pool of actors on a Ray cluster (``address`` None: a local Ray started for the run)."""
 
-    ``segmenter_kwargs`` builds each actor's Segmenter (``threads`` = CPUs per actor,
-    default 1). ``actors``: size of the actor pool; None = one per GPU with
-    ``device`` cuda, else cluster CPUs // threads. ``on_done(input, error_or_None)``
-    is called once per input result (and once per failure).
-    """
-    ray = require_ray()
-    on_done = on_done or (lambda src, err: None)
-    if not items:
-        return report
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # seginfer -vv shows Ray Data's log
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    try:
+    name = "ray"
+
+    def __init__(self, address: str | None = None, actors: int | None = None):
+        self.address = address
+        self.actors = actors  # pool size; None = one per GPU with cuda, else cluster CPUs // threads
+        self.config: SegmenterConfig | None = None
+
+    def open(self, config: SegmenterConfig) -> Segmenter:
+        """Check the model on the driver's CPU (the GPUs, if any, are on the workers)."""
+        require_ray()
+        self.config = config
+        return config.build(device="cpu")
+
+    def run(self, items: Sequence[Item], work: ItemWork, on_result: OnResult) -> None:
+        ray = require_ray()
+        if not items:
+            return
+        started = not ray.is_initialized()
+        if started:
+            ray.init(
+                address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR"
+            )
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):  # seginfer -vv shows Ray Data's log
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        try:
+            ds = self._dataset(ray, items, work)
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    for payload in batch["result"]:
+                        on_result(pickle.loads(payload))
+            except ray.exceptions.RayError as e:  # an actor could not start or died: the run stops
+                raise RayEngineError(f"the Ray job failed: {e}") from None
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _dataset(self, ray, items: Sequence[Item], work: ItemWork):
+        """The Ray Data pipeline: items -> map_batches(SegmentActor) over a pool of actors."""
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        kwargs = dict(segmenter_kwargs)
-        threads = kwargs.get("threads") or 1
-        kwargs["threads"] = threads
-        device = str(kwargs.get("device", "auto"))
+        config = self.config or SegmenterConfig()
+        threads = config.threads or 1  # CPUs per actor
+        kind = config.device.kind
         gpus = ray.cluster_resources().get("GPU", 0)
-        if device.startswith("cuda") and gpus < 1:
+        if kind == "cuda" and gpus < 1:
             raise RayEngineError(
-                f"--device {device}: the Ray cluster has no GPU; use --device cpu or auto, "
+                f"--device {config.device}: the Ray cluster has no GPU; use --device cpu or auto, "
                 "or add GPU workers to the cluster"
             )
-        use_gpu = device.startswith("cuda") or (device == "auto" and gpus >= 1)
-        if use_gpu and device == "auto":
-            kwargs["device"] = "cuda"
+        use_gpu = kind == "cuda" or (kind == "auto" and gpus >= 1)
+        device = "cuda" if use_gpu and kind == "auto" else config.device
+        actor_config = dataclasses.replace(config, threads=threads, device=device)
         cpus = ray.cluster_resources().get("CPU", 1)
-        pool = actors or max(1, int(gpus) if use_gpu else int(cpus // threads))
+        pool = self.actors or max(1, int(gpus) if use_gpu else int(cpus // threads))
         per_batch = max(1, min(MAX_FILES_PER_BATCH, math.ceil(len(items) / (4 * pool))))
         rows = [{"src": i.src, "rel": i.rel, "out_base": i.out_base} for i in items]
         ds = ray.data.from_items(rows, override_num_blocks=math.ceil(len(items) / per_batch))
-        ds = ds.map_batches(
+        return ds.map_batches(
             SegmentActor,
-            fn_constructor_kwargs={"segmenter_kwargs": kwargs, "options": options, "cwd": os.getcwd()},
+            fn_constructor_kwargs={"config": actor_config, "work": work, "cwd": os.getcwd()},
             batch_size=per_batch,
             batch_format="numpy",
             concurrency=pool,
             num_cpus=0 if use_gpu else threads,
             num_gpus=1 if use_gpu else 0,
         )
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                rows = list(zip(batch["kind"], batch["input"], batch["payload"], strict=True))
-                failed = {src for kind, src, _ in rows if kind == "failed"}
-                for kind, src, payload in rows:
-                    if kind == "case":
-                        report.add(CaseResult(**json.loads(payload)))
-                        if src not in failed:  # once per input, as in the local run
-                            on_done(src, None)
-                    else:
-                        on_done(src, report.fail(src, str(payload)))
-        except ray.exceptions.RayError as e:  # an actor could not start or died: the run stops
-            raise RayEngineError(f"the Ray job failed: {e}") from None
-    finally:
-        if started:
-            ray.shutdown()
-    return report

@@ -1,8 +1,7 @@
 """The run's report: per-image overlap with ground-truth masks, ``report.csv`` and ``summary.json``.
 
-Masks are matched to inputs by relative path (any image suffix: ``a/b.png``
-matches ``a/b.tif``), else by a unique file stem anywhere under the masks
-folder; any nonzero value is foreground. Per image (all pages together):
+Ground-truth masks are found with ``core.files.MaskIndex``; any nonzero value is
+foreground. Per image (all pages together):
 
 - ``iou``: IoU of the mask as written (after the polarity rule);
 - ``iou_any_polarity``: max(IoU(mask), IoU(not mask)), the seed notebook's metric;
@@ -32,12 +31,14 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
+from unsupseg.core.atomic import atomic_text
 from unsupseg.core.errors import ImageReadError
-from unsupseg.core.imageio import is_image_path, read_mask, temp_path_beside
+from unsupseg.core.files import MaskIndex  # noqa: F401  (re-exported for callers of the old name)
+from unsupseg.core.imageio import read_mask
 from unsupseg.core.metrics import dice, iou, iou_any_polarity
 
 METRICS = ("iou", "iou_any_polarity", "dice")
@@ -58,40 +59,6 @@ class CaseResult:
     n_intersection: int | None = None
 
 
-class MaskIndex:
-    """Ground-truth masks under a folder, looked up by relative path or by stem."""
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise ImageReadError(
-                f"{self.root}: masks folder not found; pass --masks DIR with ground-truth masks"
-            )
-        self._by_rel: dict[str, Path] = {}
-        self._by_stem: dict[str, list[Path]] = {}
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                path = Path(dirpath) / name
-                if not is_image_path(path):
-                    continue
-                rel = PurePosixPath(path.relative_to(self.root).as_posix())
-                self._by_rel.setdefault(str(rel.with_suffix("")), path)
-                self._by_stem.setdefault(rel.stem, []).append(path)
-
-    def __len__(self) -> int:
-        return len(self._by_rel)
-
-    def find(self, rel: str | PurePosixPath) -> Path | None:
-        """Mask for the input at relative path ``rel`` (with "/"), or None."""
-        rel = PurePosixPath(rel)
-        hit = self._by_rel.get(str(rel.with_suffix("")))
-        if hit is not None:
-            return hit
-        same_stem = self._by_stem.get(rel.stem, [])
-        return same_stem[0] if len(same_stem) == 1 else None
-
-
 def evaluate(case: CaseResult, pred: np.ndarray, mask_path: Path) -> None:
     """Fill the overlap metrics of ``case``: written mask ``pred`` (P, H, W) vs the mask file."""
     gt = read_mask(mask_path)
@@ -105,23 +72,16 @@ def evaluate(case: CaseResult, pred: np.ndarray, mask_path: Path) -> None:
     case.n_mask_foreground, case.n_intersection = int(np.count_nonzero(gt)), int(np.count_nonzero(pred & gt))
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(text_file)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_beside(path)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _shape(a: np.ndarray) -> str:
     return "x".join(map(str, a.shape[1:])) + (f" x {a.shape[0]} pages" if a.shape[0] > 1 else "")
 
 
 FIELDS = tuple(f.name for f in fields(CaseResult))
+
+
+def describe_error(error: BaseException) -> str:
+    """A failed input's reason as one message: ours name the file already, others get their type."""
+    return str(error) if isinstance(error, ImageReadError) else f"{type(error).__name__}: {error}"
 
 
 class _CaseSpool:
@@ -228,10 +188,7 @@ class Report:
 
     def fail(self, input: str | os.PathLike, error: BaseException | str) -> str:
         """Record a failed input; returns the message (path and reason)."""
-        if isinstance(error, BaseException):
-            msg = str(error) if isinstance(error, ImageReadError) else f"{type(error).__name__}: {error}"
-        else:
-            msg = error
+        msg = describe_error(error) if isinstance(error, BaseException) else error
         self.failed.append({"input": str(input), "error": msg})
         return msg
 
@@ -293,7 +250,8 @@ class Report:
                 f.write(("," if i else "") + "\n    " + row)
             f.write("\n  ]\n}\n")
 
-        _write_atomic(summary_path, summary_json)
+        with atomic_text(summary_path) as f:
+            summary_json(f)
         if csv_path is not None:
 
             def report_csv(f) -> None:
@@ -302,7 +260,8 @@ class Report:
                 for c in self.sorted_cases():
                     writer.writerow(asdict(c))
 
-            _write_atomic(csv_path, report_csv)
+            with atomic_text(csv_path) as f:
+                report_csv(f)
 
     def table(self) -> str:
         """A short text table: counts, and mean metrics when masks were matched."""

@@ -33,12 +33,13 @@ def main(folder, overwrite, quiet):
     Exit codes: 0 merged and no input failed, 1 merged and some inputs failed (listed
     in summary.json), 2 usage error.
     """
-    from unsupseg.core.imageio import temp_path_beside
     from unsupseg.infer.merge import MergeError, merge_shards
+    from unsupseg.infer.runfiles import RunFiles
 
-    summary, csv = folder / "summary.json", folder / "report.csv"
+    files = RunFiles(folder)
+    summary, csv = files.summary, files.report
     try:  # the rows go to a hidden temporary file in FOLDER, removed at the end
-        merged = merge_shards(folder, spool=temp_path_beside(summary))
+        merged = merge_shards(folder, spool=files.spool())
     except MergeError as e:
         raise click.UsageError(str(e)) from None
     with merged.report as report:

@@ -45,8 +45,11 @@ class DeviceRequest:
         return f"cuda:{self.index}" if self.kind == "cuda" else self.kind
 
 
-def parse_device(device: str) -> DeviceRequest:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> DeviceRequest; ValueError otherwise."""
+def parse_device(device: str | DeviceRequest) -> DeviceRequest:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> DeviceRequest (one already parsed is returned as is);
+    ValueError otherwise."""
+    if isinstance(device, DeviceRequest):
+        return device
     d = device.strip().lower()
     if d in ("auto", "cpu", "cuda"):
         return DeviceRequest(d)
@@ -125,7 +128,9 @@ class OnnxSession:
     ``fallback_reason`` (why ``auto`` runs on the CPU, None otherwise).
     """
 
-    def __init__(self, model_path: str | os.PathLike, device: str = "auto", threads: int | None = None):
+    def __init__(
+        self, model_path: str | os.PathLike, device: str | DeviceRequest = "auto", threads: int | None = None
+    ):
         import onnxruntime as ort
 
         self.path = Path(model_path)

@@ -219,7 +219,7 @@ def _whole_image_blend(seg: Segmenter, image: np.ndarray) -> tuple[np.ndarray, n
     full-size accumulators (TileBlender), then apply the polarity rule to the whole page."""
     norm = seg.card.normalization(image)
     h, w = norm.shape
-    grid = seg._grid(h, w)
+    grid = seg.grid(h, w)
     padded = pad_to_multiple(norm, seg.multiple)
     blender = TileBlender(grid)
     starts = list(grid)

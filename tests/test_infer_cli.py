@@ -308,12 +308,12 @@ def test_refuses_output_inside_input(tmp_path, infer_model_path, infer_disk_imag
 
 
 def test_resume_after_interruption(tmp_path, infer_model_path, infer_disk_image, monkeypatch):
-    import unsupseg.infer.pipeline as pipeline
+    import unsupseg.infer.writers.mask as mask_writer
 
     _make_folder(tmp_path / "in", infer_disk_image, n=6, masks=tmp_path / "gt")
     assert _run(["--input", tmp_path / "in", "--output", tmp_path / "full"], infer_model_path).exit_code == 0
 
-    real_write = pipeline.write_mask
+    real_write = mask_writer.write_mask
     calls = []
 
     def write_then_die(path, mask):
@@ -322,7 +322,7 @@ def test_resume_after_interruption(tmp_path, infer_model_path, infer_disk_image,
             raise KeyboardInterrupt  # Ctrl-C in the middle of the run
         real_write(path, mask)
 
-    monkeypatch.setattr(pipeline, "write_mask", write_then_die)
+    monkeypatch.setattr(mask_writer, "write_mask", write_then_die)
     out = tmp_path / "out"
     r = CliRunner().invoke(
         main, ["--input", tmp_path / "in", "--output", out, "--model", infer_model_path, "-q"]
@@ -331,7 +331,7 @@ def test_resume_after_interruption(tmp_path, infer_model_path, infer_disk_image,
     written = _mask_files(out)
     assert 1 <= len(written) < 6 and all(iio.imread(out / n).shape == (48, 56) for n in written)
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
-    monkeypatch.setattr(pipeline, "write_mask", real_write)
+    monkeypatch.setattr(mask_writer, "write_mask", real_write)
 
     r = _run(["--input", tmp_path / "in", "--output", out], infer_model_path)
     assert r.exit_code == 2 and "--skip-existing" in r.output  # would overwrite: refused
@@ -502,19 +502,24 @@ def test_seginfer_never_imports_torch(tmp_path, infer_model_path, infer_disk_ima
 
 
 def test_plan_keeps_one_string_per_input(tmp_path, infer_model_path, infer_disk_image):
-    from unsupseg.infer import pipeline
+    from unsupseg.infer.inputs import Item, gather_inputs, plan_items
+    from unsupseg.infer.writers import MaskWriter
 
     _make_folder(tmp_path / "in" / "s", infer_disk_image, n=3)
     _make_folder(tmp_path / "in", infer_disk_image, n=2, fmt="tif8")
     iio.imwrite(tmp_path / "in" / "img0.png", _u8(infer_disk_image(48, 56)[0]))  # img0.tif + img0.png
-    inputs = pipeline.gather_inputs(tmp_path / "in", recursive=True)
+    inputs = gather_inputs(tmp_path / "in", recursive=True)
     assert inputs.srcs is None and all(isinstance(r, str) for r in inputs.rels)
     assert inputs.rels == ["img0.png", "img0.tif", "img1.tif", "s/img0.png", "s/img1.png", "s/img2.png"]
     out = tmp_path / "out"
-    assert [i.rel for i in pipeline.plan(inputs, out, shard=(1, 2))] == ["img0.png", "img1.tif", "s/img1.png"]
-    plan = pipeline.plan(inputs, out)
-    assert plan[0] == pipeline.Item(str(tmp_path / "in" / "img0.png"), "img0.png", str(out / "img0_png"))
-    assert plan[4].mask_path(1, "png") == str(out / "s" / "img1.png")
+    assert [i.rel for i in plan_items(inputs, out, shard=(1, 2))] == [
+        "img0.png",
+        "img1.tif",
+        "s/img1.png",
+    ]
+    plan = plan_items(inputs, out)
+    assert plan[0] == Item(str(tmp_path / "in" / "img0.png"), "img0.png", str(out / "img0_png"))
+    assert MaskWriter("png").path(plan[4], 1) == str(out / "s" / "img1.png")
     r = _run(["--input", tmp_path / "in", "--output", out, "-r"], infer_model_path)
     assert r.exit_code == 0, r.output
     assert sorted(_mask_files(out)) == [

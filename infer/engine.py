@@ -1,0 +1,191 @@
+"""Engines: where and how concurrently the items of a run are segmented.
+
+Every engine implements the same small protocol, ``Engine``: ``open`` loads the
+model where the run is driven (the run's manifest describes that Segmenter) and
+``run`` processes items with an ``ItemWork``, calling ``on_result`` once per input,
+in the driving thread. ``LocalEngine`` (this module) runs here with threads;
+``RayEngine`` (ray_engine.py) spreads the items over a Ray cluster. To add an
+engine, implement the protocol and add it to ``ENGINES``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+import numpy as np
+
+from unsupseg.infer.api import Segmenter, SegmenterConfig
+from unsupseg.infer.inputs import Item
+from unsupseg.infer.work import ItemResult, ItemWork
+from unsupseg.infer.writers import Segmentation
+
+OnResult = Callable[[ItemResult], None]
+
+
+class Engine(Protocol):
+    name: str
+
+    def open(self, config: SegmenterConfig) -> Segmenter:
+        """Load the model for this run; errors (bad model file, unusable device) raise here."""
+
+    def run(self, items: Iterable[Item], work: ItemWork, on_result: OnResult) -> None:
+        """Process ``items`` in order of submission; ``on_result`` once per input, in this thread."""
+
+
+class LocalEngine:
+    """One onnxruntime session here, with threads reading and writing around it.
+
+    A small thread pool reads and normalises the next few images while onnxruntime
+    runs the current batch, and writes outputs while the next batch runs; files go to
+    the threads a chunk (a batch's worth) at a time, so the threads and the inference
+    loop hand over the GIL once per chunk, not once per file. Both queues are bounded
+    (``depth`` images), so memory stays flat however many files there are.
+    """
+
+    name = "local"
+
+    def __init__(
+        self, io_threads: int = 4, depth: int = 0, chunk: int = 0, segmenter: Segmenter | None = None
+    ):
+        self.io_threads = io_threads  # reader/writer threads
+        self.depth = depth  # images read ahead / waiting / being written; 0 = max(8, 2 * batch size)
+        self.chunk = chunk  # files per reader/writer task; 0 = the batch size
+        self.segmenter = segmenter
+
+    def open(self, config: SegmenterConfig) -> Segmenter:
+        self.segmenter = config.build()
+        return self.segmenter
+
+    def run(self, items: Iterable[Item], work: ItemWork, on_result: OnResult) -> None:
+        if self.segmenter is None:
+            raise RuntimeError("LocalEngine.run before open(): pass a segmenter or call open(config)")
+        depth = self.depth or max(8, 2 * self.segmenter.batch_size)
+        chunk = max(1, min(self.chunk or self.segmenter.batch_size, depth))
+        with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="seginfer-io") as pool:
+            try:
+                _LocalRun(self.segmenter, work, on_result, pool, depth, chunk).run(items)
+            except BaseException:
+                # Ctrl-C: cancel what has not started, let started writes finish their rename
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+def _each(fn: Callable, args: list) -> list:
+    """``[fn(*a) for a in args]``, with an input's exception in its place (one task, many files)."""
+    out = []
+    for a in args:
+        try:
+            out.append(fn(*a))
+        except Exception as e:
+            out.append(e)
+    return out
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class _Read:
+    """An item in flight with its pages as read (kept only when a writer needs them)."""
+
+    __slots__ = ("item", "image")
+
+    def __init__(self, item: Item, image: np.ndarray | None):
+        self.item, self.image = item, image
+
+
+class _LocalRun:
+    """One run of the local engine: read ahead -> segment (this thread) -> write behind."""
+
+    def __init__(self, seg: Segmenter, work: ItemWork, on_result: OnResult, pool, depth: int, chunk: int):
+        self.seg, self.work, self.on_result, self.pool = seg, work, on_result, pool
+        self.depth, self.chunk = depth, chunk
+        self.n_chunks = max(1, depth // chunk)  # chunks in flight per queue
+        self.writes: deque[tuple[list[Item], Future]] = deque()  # chunks being written (or kept)
+        self.to_write: list[tuple[Item, Segmentation]] = []
+
+    def run(self, items: Iterable[Item]) -> None:
+        keep_image = self.work.needs_image
+        stream = self.seg.predict_stream(
+            self._prepared(items, keep_image), max_pending=self.depth, with_prob=self.work.needs_prob
+        )
+        for key, result in stream:
+            item, image = (key.item, key.image) if keep_image else (key, None)
+            if isinstance(result, BaseException):
+                self.on_result(self.work.failed(item, result))
+            else:
+                self.to_write.append((item, Segmentation(result[0], result[1], image)))
+                if len(self.to_write) >= self.chunk:
+                    self._flush()
+            del result, key
+        if self.to_write:
+            self._flush()
+        self._drain(0)
+
+    def _todo(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The inputs to segment; with --skip-existing, the others are kept (and evaluated)."""
+        for item in items:
+            found = self.work.done(item)
+            if found is None:
+                yield item
+                continue
+            self.writes.append(([item], self.pool.submit(_each, self.work.keep, [(item, found)])))
+            self._drain(self.n_chunks)
+
+    def _prepared(self, items: Iterable[Item], keep_image: bool) -> Iterator[tuple[object, object]]:
+        """(key, normalised pages) of the readable inputs, read a few chunks ahead in the threads."""
+
+        def read(item: Item):
+            pages = self.work.read(item)
+            return (pages if keep_image else None), self.seg.normalise(pages)
+
+        chunks = _chunks(((item,) for item in self._todo(items)), self.chunk)  # (item,): read's arguments
+        queue: deque[tuple[list, Future]] = deque()
+        for chunk in chunks:  # fill the read-ahead queue
+            queue.append((chunk, self.pool.submit(_each, read, chunk)))
+            if len(queue) >= self.n_chunks:
+                break
+        while queue:  # then submit one chunk for each one taken
+            nxt = next(chunks, None)
+            if nxt is not None:
+                queue.append((nxt, self.pool.submit(_each, read, nxt)))
+            yield from self._take(queue.popleft(), keep_image)
+
+    def _take(self, entry: tuple[list, Future], keep_image: bool) -> Iterator[tuple[object, object]]:
+        chunk, fut = entry
+        results = fut.result()
+        del fut, entry  # the future would keep the pages alive while they are segmented
+        for (item,), result in zip(chunk, results, strict=True):
+            if isinstance(result, Exception):  # unreadable or unusable input: name it, go on
+                self.on_result(self.work.failed(item, result))
+            else:
+                pages, prepared = result
+                yield (_Read(item, pages) if keep_image else item), prepared
+                del pages, prepared
+        del results
+
+    def _flush(self) -> None:
+        chunk = [item for item, _ in self.to_write]
+        self.writes.append((chunk, self.pool.submit(_each, self.work.write, list(self.to_write))))
+        self.to_write.clear()
+        self._drain(self.n_chunks)
+
+    def _drain(self, limit: int) -> None:
+        """Report finished writes in order; wait for the oldest while more than ``limit`` are queued."""
+        while self.writes and (len(self.writes) > limit or self.writes[0][1].done()):
+            chunk, fut = self.writes.popleft()
+            for item, result in zip(chunk, fut.result(), strict=True):
+                self.on_result(result if isinstance(result, ItemResult) else self.work.failed(item, result))
+
+
+ENGINES = ("local", "ray")
