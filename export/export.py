@@ -95,28 +95,26 @@ def compare(model, onnx_path: Path, inputs, threshold: float, rtol=RTOL, atol=AT
     return worst, agree_n / total_n, checks, ok
 
 
-def export_onnx(
-    ckpt_path: str | os.PathLike,
-    onnx_path: str | os.PathLike,
-    overwrite: bool = False,
-    opset: int = OPSET,
-    verify: bool = True,
-    log: Callable[[str], None] = print,
-) -> ExportReport:
-    """Export model.pt to a single .onnx file, verify it, write it atomically."""
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse a missing output folder, or an existing file without ``overwrite``."""
+    if not path.parent.is_dir():
+        raise ExportError(f"{path.parent}: output folder does not exist; create it first")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
+
+
+def set_metadata(proto, card: ModelCard) -> None:
+    """Replace the file's ``metadata_props`` with the model card."""
+    del proto.metadata_props[:]
+    for k, v in card.to_metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def to_onnx(model, card: ModelCard, opset: int = OPSET, source: str = "model"):
+    """The network as a checked ONNX ModelProto: dynamic batch/height/width, the card in its metadata."""
     import onnx
     import torch
-
-    from unsupseg.train.checkpoint import load_model, sha256_file
-
-    ckpt_path, onnx_path = Path(ckpt_path), Path(onnx_path)
-    if not onnx_path.parent.is_dir():
-        raise ExportError(f"{onnx_path.parent}: output folder does not exist; create it first")
-    if onnx_path.exists() and not overwrite:
-        raise OutputExistsError(f"{onnx_path}: exists; pass --overwrite to replace it")
-    model, card, _ = load_model(ckpt_path)
-    card.package_version = __version__
-    card.checkpoint_sha256 = sha256_file(ckpt_path)
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     h8 = torch.export.Dim("h8", min=1, max=8192)
@@ -135,12 +133,10 @@ def export_onnx(
             verbose=False,
         )
     except Exception as e:
-        raise ExportError(f"{ckpt_path}: torch.onnx.export failed ({type(e).__name__}: {e})") from e
+        raise ExportError(f"{source}: torch.onnx.export failed ({type(e).__name__}: {e})") from e
     proto = program.model_proto
     _rename_dims(proto)
-    for k, v in card.to_metadata().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
+    set_metadata(proto, card)
     proto.producer_name = "unsupseg"
     proto.producer_version = __version__
     proto.doc_string = (
@@ -149,26 +145,54 @@ def export_onnx(
         f"{card.size_multiple}."
     )
     onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def export_onnx(
+    ckpt_path: str | os.PathLike,
+    onnx_path: str | os.PathLike,
+    overwrite: bool = False,
+    opset: int = OPSET,
+    verify: bool = True,
+    log: Callable[[str], None] = print,
+) -> ExportReport:
+    """Export model.pt to a single .onnx file, verify it, write it atomically."""
+    import onnx
+
+    from unsupseg.train.checkpoint import load_model, sha256_file
+
+    ckpt_path, onnx_path = Path(ckpt_path), Path(onnx_path)
+    check_output(onnx_path, overwrite)
+    model, card, _ = load_model(ckpt_path)
+    card.package_version = __version__
+    card.checkpoint_sha256 = sha256_file(ckpt_path)
+    proto = to_onnx(model, card, opset, source=str(ckpt_path))
 
     tmp = temp_path_beside(onnx_path)
     try:
         onnx.save_model(proto, tmp, save_as_external_data=False)
         worst, agreement, checks = 0.0, 1.0, []
         if verify:
-            worst, agreement, checks, ok = compare(model, tmp, verification_inputs(), card.threshold)
-            for shape, kind, diff, close in checks:
-                log(
-                    f"  verify {kind:9s} {tuple(shape)}: max |torch - onnxruntime| = {diff:.2e}"
-                    f"{'' if close else '  FAILED'}"
-                )
-            if not ok:
-                raise ExportError(
-                    f"{onnx_path}: onnxruntime differs from torch by up to {worst:.3e} "
-                    f"(tolerance rtol {RTOL}, atol {ATOL}); the file was not written"
-                )
+            worst, agreement, checks = _verify(model, tmp, card, onnx_path, log)
         os.replace(tmp, onnx_path)
     finally:
         tmp.unlink(missing_ok=True)
     size = onnx_path.stat().st_size
     log(f"wrote {onnx_path} ({size / 1e6:.2f} MB, opset {opset}, max abs diff {worst:.2e})")
     return ExportReport(onnx_path, card, worst, agreement, size, checks)
+
+
+def _verify(model, path: Path, card: ModelCard, target: Path, log) -> tuple[float, float, list]:
+    """Compare the saved file with torch; log each check; ExportError when one is out of tolerance."""
+    worst, agreement, checks, ok = compare(model, path, verification_inputs(), card.threshold)
+    for shape, kind, diff, close in checks:
+        log(
+            f"  verify {kind:9s} {tuple(shape)}: max |torch - onnxruntime| = {diff:.2e}"
+            f"{'' if close else '  FAILED'}"
+        )
+    if not ok:
+        raise ExportError(
+            f"{target}: onnxruntime differs from torch by up to {worst:.3e} "
+            f"(tolerance rtol {RTOL}, atol {ATOL}); the file was not written"
+        )
+    return worst, agreement, checks

@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from unsupseg.core.atomic import temp_path_beside
-from unsupseg.core.errors import OutputExistsError, UnsupsegError
+from unsupseg.core.errors import UnsupsegError
 from unsupseg.core.imageio import is_image_path, read_image
 from unsupseg.core.modelcard import INPUT_NAME, ModelCard
 from unsupseg.core.normalize import Normalization
-from unsupseg.export.export import OPSET, ExportError, export_onnx
+from unsupseg.export.export import OPSET, ExportError, check_output, export_onnx, set_metadata
 from unsupseg.train.checkpoint import load_model
 
 QUANTIZATION = "int8-qdq"
@@ -152,76 +152,83 @@ def export_int8(
 ) -> QuantizeReport:
     """Export ``checkpoint`` to an int8 (static QDQ) ONNX file, calibrated on ``calibration``."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     output = Path(output)
-    if not output.parent.is_dir():
-        raise ExportError(f"{output.parent}: output folder does not exist; create it first")
-    if output.exists() and not overwrite:
-        raise OutputExistsError(f"{output}: exists; pass --overwrite to replace it")
-
+    check_output(output, overwrite)
     # Calibration data first: a bad folder or file fails in a second, before the export runs.
     _, ckpt_card, _ = load_model(checkpoint)
     images = calibration_images(calibration, ckpt_card.normalization, ckpt_card.size_multiple, limit)
 
     with tempfile.TemporaryDirectory(prefix="unsupseg-int8-") as tmpdir:
-        tmp = Path(tmpdir)
-        fp32_path, pre_path, q_path = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "int8.onnx"
+        fp32_path, q_path = Path(tmpdir) / "fp32.onnx", Path(tmpdir) / "int8.onnx"
         fp32 = export_onnx(checkpoint, fp32_path, opset=opset, log=log)
         card = fp32.card
         log(f"  calibrating on {len(images)} image(s) from {calibration}")
-
-        try:
-            quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
-        except Exception as e:  # onnxruntime's pre-processing is optional: quantise the plain export
-            log(f"  quant_pre_process skipped ({type(e).__name__}: {e})")
-            pre_path = fp32_path
-        try:
-            quantize_static(
-                str(pre_path),
-                str(q_path),
-                _Reader(images),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
-        except Exception as e:
-            raise ExportError(f"{checkpoint}: int8 quantisation failed ({type(e).__name__}: {e})") from e
+        _quantize(fp32_path, q_path, images, str(checkpoint), log)
 
         proto = onnx.load(str(q_path))
         card.quantization = QUANTIZATION
-        del proto.metadata_props[:]
-        for k, v in card.to_metadata().items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
+        set_metadata(proto, card)
         proto.doc_string = onnx.load(str(fp32_path), load_external_data=False).doc_string + (
             " Weights int8 per channel, activations uint8 (static QDQ)."
         )
         onnx.checker.check_model(proto, full_check=True)
-
-        tmp_out = temp_path_beside(output)
-        try:
-            onnx.save_model(proto, str(tmp_out), save_as_external_data=False)
-            agreement, worst = _compare(fp32_path, tmp_out, images, card.threshold)
-            log(
-                f"  int8 vs fp32 on the calibration images: masks agree on {100 * agreement:.3f}% of "
-                f"pixels, max |p_int8 - p_fp32| = {worst:.3f}"
-            )
-            if agreement < MIN_AGREEMENT:
-                raise ExportError(
-                    f"{output}: int8 masks agree with fp32 on only {100 * agreement:.2f}% of pixels "
-                    f"(need {100 * MIN_AGREEMENT:.0f}%); use the fp32 export or calibrate on images "
-                    "like the ones you will segment. The file was not written"
-                )
-            os.replace(tmp_out, output)
-        finally:
-            tmp_out.unlink(missing_ok=True)
+        agreement, worst = _save_if_close(proto, output, fp32_path, images, card.threshold, log)
     size = output.stat().st_size
     log(
         f"wrote {output} ({size / 1e6:.2f} MB int8 QDQ, fp32 {fp32.size_bytes / 1e6:.2f} MB, "
         f"{len(images)} calibration images)"
     )
     return QuantizeReport(output, card, len(images), agreement, worst, size, fp32.size_bytes)
+
+
+def _quantize(fp32_path: Path, q_path: Path, images: list, source: str, log) -> None:
+    """onnxruntime's static QDQ quantisation (int8 weights per channel, uint8 activations)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre_path = fp32_path.with_name("pre.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(pre_path), skip_symbolic_shape=True)
+    except Exception as e:  # onnxruntime's pre-processing is optional: quantise the plain export
+        log(f"  quant_pre_process skipped ({type(e).__name__}: {e})")
+        pre_path = fp32_path
+    try:
+        quantize_static(
+            str(pre_path),
+            str(q_path),
+            _Reader(images),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    except Exception as e:
+        raise ExportError(f"{source}: int8 quantisation failed ({type(e).__name__}: {e})") from e
+
+
+def _save_if_close(
+    proto, output: Path, fp32_path: Path, images, threshold: float, log
+) -> tuple[float, float]:
+    """Save the int8 file only when its masks agree with fp32's; returns (agreement, max |dp|)."""
+    import onnx
+
+    tmp_out = temp_path_beside(output)
+    try:
+        onnx.save_model(proto, str(tmp_out), save_as_external_data=False)
+        agreement, worst = _compare(fp32_path, tmp_out, images, threshold)
+        log(
+            f"  int8 vs fp32 on the calibration images: masks agree on {100 * agreement:.3f}% of "
+            f"pixels, max |p_int8 - p_fp32| = {worst:.3f}"
+        )
+        if agreement < MIN_AGREEMENT:
+            raise ExportError(
+                f"{output}: int8 masks agree with fp32 on only {100 * agreement:.2f}% of pixels "
+                f"(need {100 * MIN_AGREEMENT:.0f}%); use the fp32 export or calibrate on images "
+                "like the ones you will segment. The file was not written"
+            )
+        os.replace(tmp_out, output)
+    finally:
+        tmp_out.unlink(missing_ok=True)
+    return agreement, worst

@@ -39,6 +39,7 @@ def _device(ctx, param, value):
     return value
 
 
+# main is long only by its option list: the body builds RunOptions, calls run_folder and reports.
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="Example: seginfer --input images/ --output masks/ --masks truth/ --device cuda",

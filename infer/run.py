@@ -103,14 +103,7 @@ def run_folder(
     engine = engine or LocalEngine()
     progress = progress or _Silent()
     output = Path(output)
-    if options.overwrite and options.skip_existing:
-        raise InputError("--overwrite and --skip-existing exclude each other; pick one")
-    if not isinstance(inputs, Inputs):
-        inputs = gather_inputs(inputs, options.recursive)
-    items = plan_items(inputs, output, options.shard)
-    work = ItemWork.from_options(options)
-    if not options.overwrite and not options.skip_existing:
-        check_overwrite(items, work)
+    items, work = plan_run(inputs, output, options)
     segmenter = engine.open(options.segmenter)
     progress.start(len(items), segmenter, engine)
 
@@ -143,6 +136,19 @@ def run_folder(
     )
     write_text_atomic(files.manifest, _json(manifest))
     return RunResult(files, summary, table, elapsed, segmenter)
+
+
+def plan_run(inputs: str | os.PathLike | Inputs, output: Path, options: RunOptions) -> tuple[Plan, ItemWork]:
+    """The run's items and their work, after every check that needs no model (cheap, nothing written)."""
+    if options.overwrite and options.skip_existing:
+        raise InputError("--overwrite and --skip-existing exclude each other; pick one")
+    if not isinstance(inputs, Inputs):
+        inputs = gather_inputs(inputs, options.recursive)
+    items = plan_items(inputs, output, options.shard)
+    work = ItemWork.from_options(options)
+    if not options.overwrite and not options.skip_existing:
+        check_overwrite(items, work)
+    return items, work
 
 
 def check_overwrite(items: Plan, work: ItemWork) -> None:
