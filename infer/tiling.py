@@ -1,27 +1,15 @@
-"""Padding to the model's size multiple and overlapping tiles for large images.
+"""Overlapping tiles for images too large for one onnxruntime call.
 
-Padding: the network halves the resolution three times, so height and width must
-be multiples of ``size_multiple`` (8). Images are reflect-padded at the bottom and
-right (reflection keeps the local statistics, unlike zeros) and the prediction is
-cropped back.
+An image whose padded side exceeds ``tile_size`` is cut into tiles of at most
+``tile_size`` per side, neighbours overlapping by ``overlap`` pixels; the last tile
+of a row or column is shifted back to end at the border, so all tiles of one image
+have one shape and batch together. Probabilities are blended with linear ramps
+across each overlap (no ramp at the image border), so seams disappear and pixels
+near a tile edge, where the network lacks context, count least.
 
-Tiling: an image whose padded side exceeds ``tile_size`` is cut into tiles of at
-most ``tile_size`` per side, neighbours overlapping by ``overlap`` pixels; the last
-tile of a row or column is shifted back to end at the border, so all tiles of one
-image have one shape and batch together. Probabilities are blended with linear
-ramps across each overlap (weights ``(i + 0.5) / overlap`` rising into the tile,
-1 elsewhere; no ramp at the image border), so seams disappear and pixels near a
-tile edge, where the network lacks context, count least. Memory per tile is
-bounded by ``tile_size**2``, whatever the image size. ``TileBlender`` blends a
-whole image; ``RowBlender`` (what ``Segmenter`` uses) gives the same values while
-holding only the rows that tiles still overlap: tiles arrive row by row, so rows
-above the next tile's first row are final and are handed out and dropped.
-
-Defaults: ``tile_size=1024``, ``overlap=64``. 1024x1024 keeps the seed network's
-largest activation (64 channels at full resolution, float32) around 256 MiB per
-image and fits any GPU; 64 pixels is about twice the receptive field of the
-three-level encoder-decoder (~40 px), so every blended pixel has seen full context
-in at least one tile.
+Defaults: 1024x1024 tiles keep the largest activation of the widest network around
+256 MiB per image; 64 pixels of overlap is about twice the receptive field of the
+three-level encoder-decoder (~40 px).
 """
 
 from __future__ import annotations
