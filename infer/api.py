@@ -27,6 +27,7 @@ from unsupseg.core.imageio import check_pages
 from unsupseg.core.modelcard import POLARITY_RULES, ModelCard
 from unsupseg.core.normalize import histogram_dtype
 from unsupseg.infer.polarity import apply_polarity  # noqa: F401  (re-exported: the rule of predict)
+from unsupseg.infer.postprocess import Cleanup
 from unsupseg.infer.scheduler import BatchScheduler
 from unsupseg.infer.session import DeviceRequest, parse_device
 from unsupseg.infer.tiled import TiledPages
@@ -63,6 +64,8 @@ class SegmenterConfig:
     threshold: float | None = None  # probability threshold; None = the model card's
     foreground: str | None = None  # "bright" | "dark" | "model"; None = the model card's rule
     max_batch_pixels: int = MAX_BATCH_PIXELS  # fewer images per call above this many pixels
+    min_size: int = 0  # drop foreground objects with fewer pixels (0 = keep all)
+    fill_holes: bool = False  # fill background enclosed by foreground
 
     def __post_init__(self) -> None:
         if isinstance(self.device, str):
@@ -80,7 +83,7 @@ class Segmenter:
 
     Args: see ``SegmenterConfig`` (``model``, ``device`` as "auto" | "cpu" | "cuda" |
     "cuda:N", ``threads``, ``tile_size``, ``tile_overlap``, ``batch_size``,
-    ``threshold``, ``foreground``, ``max_batch_pixels``).
+    ``threshold``, ``foreground``, ``max_batch_pixels``, ``min_size``, ``fill_holes``).
     """
 
     def __init__(
@@ -94,6 +97,8 @@ class Segmenter:
         threshold: float | None = None,
         foreground: str | None = None,
         max_batch_pixels: int = MAX_BATCH_PIXELS,
+        min_size: int = 0,
+        fill_holes: bool = False,
     ):
         from unsupseg.infer.session import OnnxSession
 
@@ -119,6 +124,7 @@ class Segmenter:
         self.max_batch_pixels = max_batch_pixels
         self.threshold = float(self.card.threshold if threshold is None else threshold)
         self.foreground = foreground or self.card.polarity
+        self.cleanup = Cleanup(min_size, fill_holes)
         self._grids: dict[tuple[int, int], TileGrid] = {}  # image shape -> its tiles
 
     @property

@@ -114,6 +114,18 @@ def _device(ctx, param, value):
     "usually bright]",
 )
 @click.option(
+    "--min-size",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Drop foreground objects (4-connected) with fewer pixels than this; 0 keeps every object.",
+)
+@click.option(
+    "--fill-holes",
+    is_flag=True,
+    help="Fill background regions enclosed by foreground (holes in objects).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["png", "tif"]),
@@ -171,6 +183,8 @@ def main(
     tile_overlap,
     threshold,
     foreground,
+    min_size,
+    fill_holes,
     fmt,
     save_prob,
     overwrite,
@@ -219,6 +233,8 @@ def main(
             batch_size=batch_size,
             threshold=threshold,
             foreground=foreground,
+            min_size=min_size,
+            fill_holes=fill_holes,
         ),
         recursive=recursive,
         shard=shard,

@@ -110,14 +110,21 @@ class BatchScheduler:
                         np.logical_not(job.mask[i], out=job.mask[i])
                         if job.prob is not None:
                             np.subtract(1.0, job.prob[i], out=job.prob[i])
-                yield job.key, (job.mask, job.prob)
+                yield job.key, (self._cleaned(job.mask), job.prob)
             else:
                 masks = np.empty(job.prob.shape, dtype=bool)
                 for i in range(len(job.prob)):
                     masks[i], job.prob[i] = apply_polarity(
                         job.pages[i], job.prob[i], self.seg.threshold, self.seg.foreground
                     )
-                yield job.key, (masks, job.prob if with_prob else None)
+                yield job.key, (self._cleaned(masks), job.prob if with_prob else None)
+
+    def _cleaned(self, masks: np.ndarray) -> np.ndarray:
+        """The post-processing of the Segmenter (fill holes, drop specks), page by page, in place."""
+        if self.seg.cleanup.active:
+            for page in masks:
+                self.seg.cleanup.apply(page)
+        return masks
 
     def _infer(self, arrays: list[np.ndarray], jobs: list[_Job]) -> np.ndarray | None:
         """(B, h, w) arrays -> (B, h, w) probabilities; on failure mark the jobs failed."""

@@ -283,3 +283,43 @@ def test_row_blender_equals_tile_blender():
     assert band.acc.shape == (grid.tile_h, grid.width)  # never more than one row of tiles
     with pytest.raises(ValueError, match="in order"):
         band.pop(0, 8)
+
+
+# -- clean-up after the foreground rule ------------------------------------------------------------
+def _ring_and_speck(h: int = 96, w: int = 112) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright ring (its hole dark), a 4x4 bright speck: (image, ring mask, hole mask)."""
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - 48, xx - 50)
+    ring, hole = (r >= 12) & (r <= 26), r < 12
+    speck = np.zeros((h, w), bool)
+    speck[78:82, 98:102] = True
+    image = np.where(ring | speck, 0.9, 0.1).astype(np.float32)
+    return image, ring, hole
+
+
+@pytest.mark.parametrize("tile", [1024, 64], ids=["whole", "tiled"])
+def test_cleanup_fills_holes_and_drops_specks(infer_model_path, tile):
+    image, ring, hole = _ring_and_speck()
+    plain = Segmenter(infer_model_path, device="cpu", tile_size=tile, tile_overlap=8)
+    mask, _ = plain.predict(image)
+    assert mask[80, 100] and not mask[48, 50]  # the speck is there, the hole is background
+    seg = Segmenter(
+        infer_model_path, device="cpu", tile_size=tile, tile_overlap=8, min_size=20, fill_holes=True
+    )
+    cleaned, prob = seg.predict(image)
+    assert mask[78:82, 98:102].sum() < 20 and not cleaned[78:82, 98:102].any()  # a speck: dropped
+    assert cleaned[hole].all()  # the hole is filled
+    assert (cleaned[ring] == mask[ring]).all()
+    np.testing.assert_array_equal(prob, plain.predict(image)[1])  # the probability is untouched
+
+
+def test_cleanup_min_size_counts_pixels(infer_model_path):
+    image = np.full((64, 64), 0.1, np.float32)
+    image[10:14, 10:14] = 0.9  # a 4x4 square: 12 pixels pass the 3x3 mean (its corners do not)
+    image[40:46, 40:46] = 0.9  # 6x6: 32 pixels
+    image[20:34, 40:54] = 0.9  # a large object, so that the other two are small
+    mask = Segmenter(infer_model_path, device="cpu").predict(image)[0]
+    assert mask[10:14, 10:14].sum() == 12
+    keep = Segmenter(infer_model_path, device="cpu", min_size=12).predict(image)[0]
+    drop = Segmenter(infer_model_path, device="cpu", min_size=13).predict(image)[0]
+    assert keep[11, 11] and not drop[11, 11] and drop[42, 42]

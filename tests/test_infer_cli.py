@@ -538,3 +538,17 @@ def test_plan_keeps_one_string_per_input(tmp_path, infer_model_path, infer_disk_
 
 def inputs_paths(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.suffix in (".png", ".tif")]
+
+
+def test_cleanup_flags(tmp_path, infer_model_path):
+    from test_infer_api import _ring_and_speck
+
+    image, ring, hole = _ring_and_speck()
+    (tmp_path / "in").mkdir()
+    iio.imwrite(tmp_path / "in" / "ring.png", _u8(image))
+    assert _run(["--input", tmp_path / "in", "--output", tmp_path / "a"], infer_model_path).exit_code == 0
+    args = ["--input", tmp_path / "in", "--output", tmp_path / "b", "--min-size", "20", "--fill-holes"]
+    assert _run(args, infer_model_path).exit_code == 0
+    plain, cleaned = read_mask(tmp_path / "a" / "ring.png")[0], read_mask(tmp_path / "b" / "ring.png")[0]
+    assert not plain[hole].any() and cleaned[hole].all()
+    assert plain[78:82, 98:102].any() and not cleaned[78:82, 98:102].any()
