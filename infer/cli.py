@@ -219,6 +219,7 @@ def main(
         )
     from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
     from unsupseg.infer.api import SegmenterConfig
+    from unsupseg.infer.engine import EngineError
     from unsupseg.infer.inputs import InputError
     from unsupseg.infer.run import RunOptions, run_folder
 
@@ -255,7 +256,7 @@ def main(
         raise click.BadParameter(str(e), param_hint="--device") from None
     except ModelFileError as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
-    except _engine_errors() as e:
+    except EngineError as e:
         raise click.ClickException(str(e)) from None
     finally:
         progress.close()
@@ -281,17 +282,6 @@ def _engine(name: str, ray_address: str | None, ray_actors: int | None):
     except RayEngineError as e:
         raise click.UsageError(str(e)) from None
     return RayEngine(ray_address, ray_actors)
-
-
-def _engine_errors() -> tuple[type[Exception], ...]:
-    """Errors an engine raises when the run as a whole cannot go on (exit 1)."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        return ()
-    from unsupseg.infer.ray_engine import RayEngineError
-
-    return (RayEngineError,)
 
 
 class _Progress:
