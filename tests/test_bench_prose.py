@@ -1,7 +1,9 @@
-"""bench/prose.py: how the Markdown prose files are read."""
+"""bench/prose.py: how the Markdown prose files are read, and that every block the bench code asks
+for exists (a typo in a block name would otherwise show only in a full bench run)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -35,3 +37,23 @@ def test_placeholders_are_filled_and_a_missing_one_is_named(tmp_path):
         text("note", n=3)
     with pytest.raises(KeyError, match="no '## nope' block"):
         text("nope")
+
+
+def _text_modules() -> list[Path]:
+    return sorted(p for p in (ROOT / "bench").rglob("*.py") if "\nTEXT = Prose(__file__)\n" in p.read_text())
+
+
+@pytest.mark.parametrize("module", _text_modules(), ids=lambda p: p.stem)
+def test_the_code_asks_for_every_block_and_only_those(module):
+    blocks = parse_blocks(module.with_suffix(".md").read_text())
+    calls = re.findall(r'TEXT\(\s*"([\w-]+)"(?: if .*? else "([\w-]+)")?', module.read_text())
+    asked = {name for pair in calls for name in pair if name}
+    assert asked, "no TEXT(...) call found"
+    assert asked == set(blocks), f"{module.with_suffix('.md').name}: blocks asked for {sorted(asked)}"
+
+
+def test_every_section_has_prose_with_an_intro():
+    from bench.run import SECTIONS
+
+    for name, module in SECTIONS.items():
+        assert "intro" in parse_blocks(Path(module.__file__).with_suffix(".md").read_text()), name
