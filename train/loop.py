@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -40,6 +39,13 @@ from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.data import DataError, builtin_splits, load_npz, normalize_stack
+from unsupseg.train.device import (
+    epoch_noise_seed,
+    rank_seed,
+    resolve_device,
+    seed_everything,
+    set_cpu_threads,
+)
 from unsupseg.train.folder import (
     EpochSampler,
     FileIndex,
@@ -48,54 +54,8 @@ from unsupseg.train.folder import (
     noisier_input,
 )
 from unsupseg.train.loss import chan_vese_loss
+from unsupseg.train.metrics import SERIES, batch_iou_any_polarity, epoch_row, nan_to_none, summarise
 from unsupseg.train.model import SIZE_MULTIPLE, build_model
-
-SERIES = ("loss", "fidelity", "tv", "iou")
-
-
-# ----------------------------------------------------------------------------- devices
-def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; an explicit device that cannot run is an error.
-
-    ``local_rank`` (a torchrun process): 'auto' and 'cuda' mean that process's GPU.
-    """
-    if local_rank is not None and name in ("auto", "cuda") and torch.cuda.is_available():
-        name = f"cuda:{local_rank}"
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UnsupsegError(f"--device {name}: CUDA is not available to torch here; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UnsupsegError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UnsupsegError(f"--device {name}: MPS is not available here; use --device cpu")
-    return dev
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------- metrics
-def batch_iou_any_polarity(u: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """Per-image polarity-free IoU (B,) of u >= threshold against a bool mask; the
-    torch twin of ``unsupseg.core.metrics.iou_any_polarity`` (same eps convention)."""
-    b = u >= threshold
-    m = mask.bool()
-    dims = (1, 2, 3)
-    eps = 1e-8
-    i1 = (b & m).sum(dims).double()
-    u1 = (b | m).sum(dims).double()
-    i2 = (~b & m).sum(dims).double()
-    u2 = (~b | m).sum(dims).double()
-    return torch.maximum((i1 + eps) / (u1 + eps), (i2 + eps) / (u2 + eps))
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -288,15 +248,6 @@ def prepare_data(
 
 
 # ----------------------------------------------------------------------------- one epoch
-def _summarise(values: dict[str, list[float]]) -> dict[str, float]:
-    out = {}
-    for k in SERIES:
-        v = values.get(k, [])
-        out[f"{k}_mean"] = float(np.mean(v)) if v else float("nan")
-        out[f"{k}_std"] = float(np.std(v)) if v else float("nan")
-    return out
-
-
 def train_epoch(model, loader, optimizer, scheduler, alpha, device, has_masks) -> dict[str, float]:
     model.train()
     vals: dict[str, list[float]] = {k: [] for k in SERIES}
@@ -314,7 +265,7 @@ def train_epoch(model, loader, optimizer, scheduler, alpha, device, has_masks) -
         vals["tv"].append(tv.item())
         if has_masks:
             vals["iou"].append(100.0 * batch_iou_any_polarity(u.detach(), mask.to(device)).mean().item())
-    return _summarise(vals)
+    return summarise(vals)
 
 
 @torch.no_grad()
@@ -335,7 +286,7 @@ def evaluate(model, test, alpha, device, has_masks) -> dict[str, float]:
         vals["tv"].append(tv.item())
         if with_mask:
             vals["iou"].append(100.0 * batch_iou_any_polarity(u, mask).mean().item())
-    return _summarise(vals)
+    return summarise(vals)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -377,10 +328,6 @@ def _write_metrics(out: Path, history: list[dict], summary: dict) -> None:
 
 def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def _nan_to_none(d: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
 
 
 @dataclass
@@ -447,9 +394,7 @@ def _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, d
         cfg.context, cfg.init = src.get("context", False), src.get("init", "default")
     device = resolve_device(cfg.device, dist_ctx.local_rank if dist_ctx.enabled else None)
     if device.type == "cpu":
-        # processes sharing a machine share its cores
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist_ctx.enabled else 1
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_world))
+        set_cpu_threads(cfg.threads, dist_ctx)  # processes sharing a machine share its cores
     distributed.setup(dist_ctx, device)
     seed_everything(cfg.seed)
     norm = cfg.normalization()
@@ -477,7 +422,7 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
     if dist_ctx.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         # ranks start from rank 0's weights (DDP broadcasts them); their random draws differ
-        torch.manual_seed(cfg.seed * 1_000_003 + dist_ctx.rank)
+        torch.manual_seed(rank_seed(cfg.seed, dist_ctx.rank))
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -524,7 +469,7 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
         elapsed_before = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
         if dist_ctx.rank > 0:
-            torch.manual_seed(cfg.seed * 1_000_003 + dist_ctx.rank + 7919 * start_epoch)
+            torch.manual_seed(rank_seed(cfg.seed, dist_ctx.rank, resumed_at=start_epoch))
         gen.set_state(state["loader_rng"])
         np.random.seed(cfg.seed + start_epoch)
         log(f"resuming {out} at epoch {start_epoch}/{cfg.epochs}")
@@ -570,18 +515,14 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
         for epoch in bar:
             t0 = time.perf_counter()
             # noise draws of the in-memory data sets, reproducible on resume and distinct per rank
-            np.random.seed(cfg.seed * 100003 + epoch + 1_000_003 * dist_ctx.rank)
+            np.random.seed(epoch_noise_seed(cfg.seed, epoch, dist_ctx.rank))
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             tr = train_epoch(model, loader, opt, sched, cfg.alpha, device, data.has_masks)
             if not main:
                 continue  # rank 0 evaluates and writes; the others go on to the next epoch
             te = evaluate(raw_model, data.test, cfg.alpha, device, data.has_masks)
-            row = {"epoch": epoch + 1}
-            row.update({f"train_{k}": v for k, v in tr.items()})
-            row.update({f"test_{k}": v for k, v in te.items()})
-            row["lr"] = opt.param_groups[0]["lr"]
-            row["seconds"] = time.perf_counter() - t0
+            row = epoch_row(epoch, tr, te, lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
             history.append(row)
             post = {"loss": f"{tr['loss_mean']:.4f}"}
             if data.has_masks:
@@ -589,8 +530,8 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
             bar.set_postfix(post)
             if te["loss_mean"] < best_loss:
                 best_loss = te["loss_mean"]
-                save_checkpoint(weights_ckpt(_nan_to_none(row), epoch + 1), out / "best.pt")
-            resume_state = weights_ckpt(_nan_to_none(row), epoch + 1)
+                save_checkpoint(weights_ckpt(nan_to_none(row), epoch + 1), out / "best.pt")
+            resume_state = weights_ckpt(nan_to_none(row), epoch + 1)
             resume_state.update(
                 optimizer=opt.state_dict(),
                 scheduler=sched.state_dict() if sched is not None else None,
@@ -611,7 +552,7 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
         distributed.sync_buffers(raw_model, dist_ctx)  # every rank ends with rank 0's exact state
     if not main:
         return TrainResult(out, {}, interrupted=interrupted, model=raw_model)
-    final = _nan_to_none(history[-1]) if history else {}
+    final = nan_to_none(history[-1]) if history else {}
     # The running train IoU is measured on augmented (noisier) inputs while the weights
     # move; the final train IoU is measured like the test IoU: eval mode, inputs as is.
     train_eval = evaluate(raw_model, data.train_eval, cfg.alpha, device, data.has_masks) if history else {}
