@@ -14,10 +14,6 @@ the test split, as the seed notebook does. Files in the run folder:
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from unsupseg import __version__
-from unsupseg.core.errors import OutputExistsError, UnsupsegError
+from unsupseg.core.errors import UnsupsegError
 from unsupseg.core.modelcard import ModelCard
 from unsupseg.train import distributed
 from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -45,6 +41,7 @@ from unsupseg.train.loss import chan_vese_loss
 from unsupseg.train.metrics import SERIES, batch_iou_any_polarity, epoch_row, nan_to_none, summarise
 from unsupseg.train.model import build_model
 from unsupseg.train.prepare import prepare_data
+from unsupseg.train.runfolder import check_run_dir, metrics_summary, write_metrics
 
 
 # ----------------------------------------------------------------------------- one epoch
@@ -90,46 +87,6 @@ def evaluate(model, test, alpha, device, has_masks) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- the run
-def _check_run_dir(out: Path, overwrite: bool, resume: bool, remove: bool = True) -> None:
-    """Refuse to mix runs; with ``overwrite`` (and ``remove``) delete the old run's files.
-
-    Ranks other than 0 of a DDP run check with ``remove=False``: rank 0 deletes.
-    """
-    if resume:
-        if not (out / "last.pt").is_file():
-            raise OutputExistsError(
-                f"{out / 'last.pt'}: nothing to resume; run without --resume to start afresh"
-            )
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"{out}: run folder exists and is not empty; pass --overwrite to replace it, "
-                "--resume to continue it, or choose another --out"
-            )
-        if remove:
-            for name in ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json"):
-                (out / name).unlink(missing_ok=True)
-            shutil.rmtree(out / "plots", ignore_errors=True)
-
-
-def _write_metrics(out: Path, history: list[dict], summary: dict) -> None:
-    if history:
-        tmp = out / ".metrics.csv.part"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(history[0].keys()))
-            w.writeheader()
-            w.writerows(history)
-        os.replace(tmp, out / "metrics.csv")
-    tmp = out / ".metrics.json.part"
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False, default=_json_default))
-    os.replace(tmp, out / "metrics.json")
-
-
-def _json_default(o):
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 @dataclass
 class TrainResult:
     out: Path
@@ -167,7 +124,7 @@ def run_training(
 def _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, dist_ctx) -> TrainResult:
     out = Path(cfg.out)
     main = dist_ctx.is_main
-    _check_run_dir(out, overwrite, resume, remove=main)
+    check_run_dir(out, overwrite, resume, remove=main)
     state = None
     if resume:
         state = load_checkpoint(out / "last.pt")
@@ -359,27 +316,17 @@ def _train(cfg, out, state, init_state, norm, data, device, dist_ctx, log, progr
     if data.has_masks and history:
         final["train_iou_running"] = final.get("train_iou_mean")
         final["train_iou_mean"] = train_eval["iou_mean"]
-    summary = {
-        "final": {
-            "epoch": final.get("epoch"),
-            "train_iou": final.get("train_iou_mean"),
-            "train_iou_running": final.get("train_iou_running"),
-            "test_iou": final.get("test_iou_mean"),
-            "train_loss": final.get("train_loss_mean"),
-            "test_loss": final.get("test_loss_mean"),
-        },
-        "best": {"test_loss": best_loss if np.isfinite(best_loss) else None},
-        "interrupted": interrupted,
-        "wall_time_s": elapsed,
-        "data": data.source,
-        "has_masks": data.has_masks,
-        "config": cfg.to_dict(),
-        "package_version": __version__,
-        "torch_version": torch.__version__,
-        "device": str(device),
-        "processes": dist_ctx.world_size,
-    }
-    _write_metrics(out, history, summary)
+    summary = metrics_summary(
+        final,
+        best_loss=best_loss,
+        interrupted=interrupted,
+        elapsed=elapsed,
+        data=data,
+        cfg=cfg,
+        device=device,
+        processes=dist_ctx.world_size,
+    )
+    write_metrics(out, history, summary)
     if interrupted:
         log(
             f"interrupted after epoch {len(history)}; state saved to {out / 'last.pt'}. "
