@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from unsupseg.core.normalize import Normalization
 from unsupseg.core.padding import pad_to_multiple
@@ -102,6 +102,33 @@ def prepare_data(
     return _prepare_folder(cfg, norm, log, dist_ctx, device)
 
 
+def make_loader(
+    data: PreparedData, cfg: TrainConfig, dist_ctx: distributed.DistContext, generator: torch.Generator
+) -> tuple[DataLoader, Sampler | None]:
+    """The training DataLoader and its sampler (None: the loader shuffles with ``generator``).
+
+    A folder is read by ``cfg.workers`` processes; in-memory data by this one. Under DDP
+    each rank takes its share of the in-memory data (``DistributedSampler``).
+    """
+    sampler = data.sampler
+    if sampler is None and dist_ctx.enabled:
+        sampler = DistributedSampler(
+            data.train, dist_ctx.world_size, dist_ctx.rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+    streamed = data.sampler is not None
+    loader = DataLoader(
+        data.train,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        generator=generator,
+        num_workers=cfg.workers if streamed else 0,
+        persistent_workers=cfg.workers > 0 and streamed,
+    )
+    return loader, sampler
+
+
 # ----------------------------------------------------------------------------- in memory
 def _prepare_arrays(cfg: TrainConfig, norm: Normalization) -> PreparedData:
     """The built-in generator or an .npz: both splits in memory, evaluated in batches."""
@@ -148,12 +175,7 @@ def _prepare_folder(
     """``--data DIR``: random crops streamed from disk, whole evaluation images in memory."""
     path = Path(cfg.data)
     _check_folder_options(cfg, path)
-    mask_index = None
-    if cfg.masks is not None:
-        mask_index = MaskIndex(Path(cfg.masks))
-        if len(mask_index) == 0:
-            log(f"warning: no mask images in {cfg.masks}; IoU will not be reported")
-            mask_index = None
+    mask_index = _mask_index(cfg.masks, log)
     index = FileIndex(path)
     try:
         distributed.check_same(dist_ctx, len(index), f"the number of images in {path}", device)
@@ -211,6 +233,16 @@ def _check_folder_options(cfg: TrainConfig, path: Path) -> None:
         raise DataError(f"--crop {cfg.crop}: must be a positive multiple of {SIZE_MULTIPLE}")
     if cfg.eval_images < 1:
         raise DataError(f"--eval-images {cfg.eval_images}: must be at least 1")
+
+
+def _mask_index(masks: str | None, log: Callable[[str], None]) -> MaskIndex | None:
+    if masks is None:
+        return None
+    mask_index = MaskIndex(Path(masks))
+    if len(mask_index) == 0:
+        log(f"warning: no mask images in {masks}; IoU will not be reported")
+        return None
+    return mask_index
 
 
 def _whole_images(evals: list) -> list:
