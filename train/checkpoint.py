@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from unsupseg import __version__
+from unsupseg.core.atomic import atomic_path
 from unsupseg.core.errors import ModelFileError
 from unsupseg.core.modelcard import ModelCard
 from unsupseg.train.config import TrainConfig
@@ -31,10 +32,8 @@ REQUIRED_KEYS = ("model_config", "state_dict", "card")
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary name beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def weights_checkpoint(net: torch.nn.Module, cfg: TrainConfig, metrics: dict, epoch: int) -> dict:

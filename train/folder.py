@@ -24,9 +24,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from unsupseg.core.errors import ImageReadError
-from unsupseg.core.imageio import IMAGE_SUFFIXES, is_image_path, read_image, read_mask
+from unsupseg.core.files import MaskIndex, iter_image_files
+from unsupseg.core.imageio import IMAGE_SUFFIXES, read_image, read_mask
 from unsupseg.core.normalize import Normalization
-from unsupseg.infer.report import MaskIndex
 from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.data import DataError
 
@@ -38,9 +38,8 @@ PERMUTATION_SEED_STRIDE = 1_000_003  # permutation p of files is seeded seed * t
 class FileIndex:
     """The image files under ``root`` (recursively), listed once and kept on disk.
 
-    Order: ``os.walk`` with sub-folders and file names sorted within each folder, hidden
-    ones skipped. That is deterministic (every rank of a multi-process run lists the same
-    files in the same order) and needs only one folder's names in memory at a time.
+    Order: ``core.files.iter_image_files`` (deterministic: every rank of a multi-process
+    run lists the same files in the same order; one folder's names in memory at a time).
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -54,15 +53,10 @@ class FileIndex:
         offsets = array("q", [0])
         try:
             with open(self._paths_file, "wb") as f:
-                for dirpath, dirnames, filenames in os.walk(self.root):
-                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                    rel_dir = os.path.relpath(dirpath, self.root)
-                    prefix = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
-                    for name in sorted(filenames):
-                        if is_image_path(Path(name)):
-                            line = (prefix + name + "\n").encode("utf-8")
-                            f.write(line)
-                            offsets.append(offsets[-1] + len(line))
+                for rel in iter_image_files(self.root):
+                    line = (rel + "\n").encode("utf-8", "surrogateescape")  # any name the OS allows
+                    f.write(line)
+                    offsets.append(offsets[-1] + len(line))
             self._n = len(offsets) - 1
             np.asarray(offsets, dtype=np.int64).tofile(self._dir / "offsets.bin")
             del offsets
@@ -88,7 +82,7 @@ class FileIndex:
             raise IndexError(i)
         self._open()
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        return PurePosixPath(os.pread(self._fd, end - start - 1, start).decode("utf-8"))
+        return PurePosixPath(os.pread(self._fd, end - start - 1, start).decode("utf-8", "surrogateescape"))
 
     def path(self, i: int) -> Path:
         return self.root / self.rel(i)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from unsupseg.core.files import MaskIndex
 from unsupseg.core.normalize import Normalization
 from unsupseg.core.padding import pad_to_multiple
-from unsupseg.infer.report import MaskIndex
 from unsupseg.train import distributed
 from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.config import TrainConfig

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from unsupseg import __version__
+from unsupseg.core.atomic import atomic_text, write_text_atomic
 from unsupseg.core.errors import OutputExistsError
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.prepare import PreparedData
@@ -90,15 +90,13 @@ def metrics_summary(
 def write_metrics(out: Path, history: list[dict], summary: dict) -> None:
     """metrics.csv (one row per epoch, when there is one) and metrics.json."""
     if history:
-        tmp = out / ".metrics.csv.part"
-        with open(tmp, "w", newline="") as f:
+        with atomic_text(out / "metrics.csv") as f:
             w = csv.DictWriter(f, fieldnames=list(history[0].keys()))
             w.writeheader()
             w.writerows(history)
-        os.replace(tmp, out / "metrics.csv")
-    tmp = out / ".metrics.json.part"
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False, default=_json_default))
-    os.replace(tmp, out / "metrics.json")
+    write_text_atomic(
+        out / "metrics.json", json.dumps(summary, indent=2, allow_nan=False, default=_json_default)
+    )
 
 
 def _json_default(o):
