@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray,bioimageio]"
 	# annotated real nuclei for the benchmark and its test: only the wheel's data files are read,
 	# --no-deps keeps its TensorFlow stack out
 	$(BIN)/python -m pip install --quiet --no-deps stardist==0.9.2
