@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/default
 DEMO   ?= runs/demo
 
-.PHONY: install train model demo test test-fast bench lint format clean
+.PHONY: install train model bioimageio demo test test-fast bench lint format clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ train: $(STAMP)
 ## Retrain, export and package the default model used by seginfer when --model is not given
 model: train
 	$(BIN)/segexport $(RUN)/model.pt infer/models/default.onnx --overwrite
+
+## Package the default model for bioimage.io (deepImageJ, ilastik, QuPath, napari) and test it as the zoo does
+bioimageio: $(RUN)/model.pt
+	$(BIN)/segexport $(RUN)/model.pt $(RUN)/model.bioimageio.zip --bioimageio --overwrite
+	$(BIN)/bioimageio test $(RUN)/model.bioimageio.zip --devices '["CPUExecutionProvider"]'
 
 ## The main job on built-in data: train briefly, export, segment a sample folder, print the report
 demo: $(STAMP)
