@@ -66,7 +66,7 @@ from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
 from unsupseg.export.export import OPSET, ExportError, export_onnx
 
 EXTRA_HINT = "install the extra: pip install 'unsupseg[bioimageio]'"
-TEST_SIZE = 128  # side of the generated test image (square: the cover is two panels, 2:1)
+TEST_SIZE = 128  # side of the generated test image
 MAX_TEST_SIZE = 512  # a given test image is centre-cropped to at most this side
 COVER_PANEL = 256  # pixels per cover panel side
 SCALE_RANGE_EPS = 1e-6  # the spec's default epsilon in (x - lo) / (hi - lo + eps)
@@ -119,12 +119,13 @@ def default_test_image(seed: int = 4) -> np.ndarray:
 
 
 def load_test_image(path: str | os.PathLike, multiple: int) -> np.ndarray:
-    """A gray image from ``path``, centre-cropped to a multiple of ``multiple`` (at most MAX_TEST_SIZE)."""
+    """A gray image from ``path``, centre-cropped to a multiple of ``multiple`` (at most MAX_TEST_SIZE).
+
+    Read as seginfer reads it (colour converted to gray); a multi-page file gives its first page.
+    """
     from unsupseg.core.imageio import read_image
 
-    image = np.asarray(read_image(path))
-    if image.ndim != 2:
-        raise ExportError(f"{path}: the test image must be one 2-D gray page, got shape {image.shape}")
+    image = read_image(path)[0]  # (pages, H, W) float32 -> the first page
     h, w = (min(MAX_TEST_SIZE, s) // multiple * multiple for s in image.shape)
     if h == 0 or w == 0:
         raise ExportError(
@@ -132,25 +133,25 @@ def load_test_image(path: str | os.PathLike, multiple: int) -> np.ndarray:
             f"{multiple}; pass a larger test image"
         )
     y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-    return np.ascontiguousarray(image[y0 : y0 + h, x0 : x0 + w]).astype(np.float32)
+    return np.ascontiguousarray(image[y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- cover and README
 def _cover(norm: np.ndarray, mask: np.ndarray, path: Path) -> None:
-    """Two panels side by side: the normalised image, and the mask in colour over it."""
+    """Two square panels side by side (2:1, as bioimage.io asks): the normalised image, and the
+    mask in colour over it; a non-square image is fitted into each panel on black."""
     from PIL import Image
 
     gray = np.round(np.clip(norm, 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
-    colour = np.array([255, 64, 160], dtype=np.float32)
     overlay = rgb.copy()
-    overlay[mask] = 0.5 * rgb[mask] + 0.5 * colour
+    overlay[mask] = 0.5 * rgb[mask] + 0.5 * np.array([255, 64, 160], dtype=np.float32)
     h, w = gray.shape
-    size = (round(COVER_PANEL * w / max(h, w)), round(COVER_PANEL * h / max(h, w)))
-    panels = [Image.fromarray(a.astype(np.uint8)).resize(size, Image.NEAREST) for a in (rgb, overlay)]
-    cover = Image.new("RGB", (2 * size[0], size[1]))
-    cover.paste(panels[0], (0, 0))
-    cover.paste(panels[1], (size[0], 0))
+    size = (max(1, round(COVER_PANEL * w / max(h, w))), max(1, round(COVER_PANEL * h / max(h, w))))
+    cover = Image.new("RGB", (2 * COVER_PANEL, COVER_PANEL))
+    for i, panel in enumerate((rgb, overlay)):
+        im = Image.fromarray(panel.astype(np.uint8)).resize(size, Image.NEAREST)
+        cover.paste(im, (i * COVER_PANEL + (COVER_PANEL - size[0]) // 2, (COVER_PANEL - size[1]) // 2))
     cover.save(path, format="PNG")
 
 

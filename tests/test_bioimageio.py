@@ -314,6 +314,37 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, tiny_
     assert _leftovers(tmp_path) == ["m.zip"]  # no temporary folder or part file
 
 
+def test_too_small_test_image_is_refused(tmp_path, tiny_checkpoint):
+    import imageio.v3 as iio
+
+    small = tmp_path / "small.png"
+    iio.imwrite(small, np.zeros((4, 30), dtype=np.uint8))
+    r = _export([tiny_checkpoint("unet", 4), tmp_path / "m.zip", "--bioimageio", "--test-image", small])
+    assert r.exit_code == 2 and "small.png: 4x30 is smaller than the model's size multiple 8" in r.output
+    assert _leftovers(tmp_path, keep={"small.png"}) == []
+
+
+@pytest.mark.slow
+def test_own_test_image_is_cropped_to_the_size_multiple(tmp_path, tiny_checkpoint):
+    """--test-image: an odd-sized 8-bit image becomes the test input, centre-cropped to multiples of 8."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    from unsupseg.train.data import generate
+
+    x, _ = generate(1, 100, 150, sigma=(0.3, 0.3), seed=9, quantize=8)
+    iio.imwrite(tmp_path / "cells.png", x[0])
+    out = tmp_path / "m.zip"
+    with offline():
+        r = _export([tiny_checkpoint("unet", 4), out, "--bioimageio", "--test-image", tmp_path / "cells.png"])
+    assert r.exit_code == 0, r.output
+    test_in = np.load(io.BytesIO(_member(out, "test_input.npy")))
+    assert test_in.shape == (1, 1, 96, 144) and test_in.dtype == np.float32
+    np.testing.assert_array_equal(test_in[0, 0], x[0][2:98, 3:147])
+    with Image.open(io.BytesIO(_member(out, "cover.png"))) as im:
+        assert im.size[0] == 2 * im.size[1]
+
+
 @pytest.mark.slow
 def test_package_that_fails_its_test_is_not_written(tmp_path, tiny_checkpoint, monkeypatch):
     from types import SimpleNamespace
