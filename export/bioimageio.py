@@ -7,8 +7,8 @@ builds that description with ``bioimageio.spec``'s own model description classes
 (``bioimageio.spec.model.v0_5``), never hand-written YAML, and packages it with
 ``save_bioimageio_package``:
 
-* weights: the ONNX file ``export_onnx`` writes and verifies against torch (the same
-  bytes as ``segexport MODEL.pt MODEL.onnx``, model card in its metadata), with its opset;
+* weights: the ONNX file ``export_onnx`` writes and verifies against torch (what
+  ``segexport MODEL.pt MODEL.onnx`` writes, model card in its metadata), with its opset;
 * input ``image``: axes batch (free), channel (1), y and x with a parameterized size
   ``min + n * step`` where min and step are the model's size multiple (8);
 * pre-processing: the model card's normalisation in the spec's own terms, a per-image
@@ -35,11 +35,11 @@ Decisions:
   post-processing: that would apply it twice). A ``binarize`` output would be the
   network's region 1, and which region is the object is decided per image by seginfer's
   polarity rule, which the spec cannot express: such a "mask" would be the background on
-  the images where the rule flips it. The probability map is what ilastik and QuPath
-  consume (they threshold or classify pixel probabilities themselves) and what deepImageJ
-  displays, thresholding it at the documented value gives the mask; and a continuous
-  output keeps the zoo's reproduction test meaningful, where a binarized one flips
-  pixels that lie within rounding error of the threshold. The threshold and the polarity
+  the images where the rule flips it. A probability map is what pixel-classification
+  tools such as ilastik and QuPath work with (they threshold it themselves), deepImageJ
+  shows it as an image that thresholds at the documented value to the mask, and a
+  continuous output keeps the zoo's reproduction test meaningful, where a binarized one
+  flips pixels that lie within rounding error of the threshold. The threshold and the polarity
   rule are in the output's description, in ``config.unsupseg`` (the whole model card),
   in the README, and in the ONNX file's own metadata.
 * **Polarity** (foreground = the brighter region by default, chosen per image) cannot be
@@ -513,11 +513,16 @@ def export_bioimageio(
         _cover(norm, mask, files["cover"])
         files["readme"].write_text(readme_text(card, train, epochs, opset, name), encoding="utf-8")
 
-        descr = build_description(card, train, epochs, files, opset, name, authors, n_parameters)
         from bioimageio.spec import save_bioimageio_package
 
         tmp_zip = work / "package.zip"
-        save_bioimageio_package(descr, output_path=tmp_zip)
+        try:  # pydantic's ValidationError is a ValueError, and so is an invalid written package
+            descr = build_description(card, train, epochs, files, opset, name, authors, n_parameters)
+            save_bioimageio_package(descr, output_path=tmp_zip)
+        except ValueError as e:
+            raise ExportError(
+                f"{out_path}: the bioimage.io description is not valid ({e}); nothing was written"
+            ) from e
         status = "skipped"
         if verify:
             summary = run_bioimageio_test(tmp_zip)

@@ -292,6 +292,14 @@ def test_option_errors(tmp_path, tiny_checkpoint, args, message):
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
+def test_invalid_description_leaves_nothing(tmp_path, tiny_checkpoint):
+    """bioimage.io author names may not contain '/': the spec's own validation says so, exit 2."""
+    r = _export([tiny_checkpoint("unet", 4), tmp_path / "m.zip", "--bioimageio", "--author", "Ada/Lovelace"])
+    assert r.exit_code == 2 and "m.zip: the bioimage.io description is not valid" in r.output, r.output
+    assert _leftovers(tmp_path) == []
+
+
 def test_missing_extra_names_the_fix(tmp_path, tiny_checkpoint, monkeypatch):
     monkeypatch.setitem(sys.modules, "bioimageio.core", None)  # import fails as if not installed
     r = _export([tiny_checkpoint("unet", 4), tmp_path / "m.zip", "--bioimageio"])
