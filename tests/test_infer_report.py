@@ -115,9 +115,9 @@ def _cases(n: int) -> list[CaseResult]:
 
 
 def test_spooled_report_writes_the_same_bytes(tmp_path, monkeypatch):
-    import unsupseg.infer.report as report_mod
+    from unsupseg.infer.spool import RunSpool
 
-    monkeypatch.setattr(report_mod._CaseSpool, "BATCH", 7)  # rows reach the file in several inserts
+    monkeypatch.setattr(RunSpool, "BATCH", 7)  # rows reach the file in several inserts
     spool = tmp_path / "spool" / ".cases.part"
     spool.parent.mkdir()
     cases = _cases(1200)
