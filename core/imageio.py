@@ -261,8 +261,8 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
 
     a = np.asarray(labels)
     a = a.astype(label_dtype(int(a.max()) if a.size else 0), copy=False)
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, a, compression="zlib", photometric="minisblack")
+    with atomic_path(path) as tmp:  # zlib level 1: half the time of the default level, 2x the size
+        tifffile.imwrite(tmp, a, compression="zlib", compressionargs={"level": 1}, photometric="minisblack")
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray:

@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from unsupseg import __version__
-from unsupseg.core.labels import DEFAULT_MIN_DISTANCE
 from unsupseg.infer.api import DEFAULT_BATCH_SIZE
+from unsupseg.infer.cli_objects import labeling_options, object_options
 from unsupseg.infer.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 
@@ -137,31 +137,7 @@ def _device(ctx, param, value):
 @click.option(
     "--save-prob", is_flag=True, help="Also write the foreground probability as float32 NAME_prob.tif."
 )
-@click.option(
-    "--labels",
-    is_flag=True,
-    help="Also write instance labels NAME_labels.tif (uint16, uint32 above 65,535 objects; 0 = "
-    "background; 4-connected components of the mask) and one row per object in objects.csv.",
-)
-@click.option(
-    "--split",
-    is_flag=True,
-    help="Separate touching objects: watershed on the distance transform (for --labels, --rois and "
-    "instance ground truth).",
-)
-@click.option(
-    "--min-distance",
-    type=click.IntRange(min=1),
-    metavar="PIXELS",
-    help=f"With --split: the least distance between two objects' centres.  [default: {DEFAULT_MIN_DISTANCE}, "
-    "measured on stardist's nuclei]",
-)
-@click.option(
-    "--labels-3d",
-    is_flag=True,
-    help="Label a multi-page image as one volume (objects span pages); default: page by page.",
-)
-@click.option("--rois", is_flag=True, help="Also write ImageJ ROIs NAME_rois.zip (one polygon per object).")
+@object_options
 @click.option("--overwrite", is_flag=True, help="Replace existing masks.")
 @click.option(
     "--skip-existing", is_flag=True, help="Keep existing masks and process only the rest (resume a run)."
@@ -236,13 +212,8 @@ def main(
     per input at the same relative path under --output, summary.json (always) and a run
     manifest seginfer.json.
 
-    Objects: --labels writes a label image per input and objects.csv (area, centroid, box,
-    diameter, eccentricity, solidity, intensities, border flag per object), --rois ImageJ
-    ROIs. Multi-page images are labelled page by page (--labels-3d: as one volume). Tiled
-    images are labelled after blending, so objects are never cut at tile seams. When
-    --masks holds instance label images (integers, more than two values), summary.json
-    adds precision, recall, F1, AP at IoU 0.5 and 0.5:0.95, mean matched IoU and panoptic
-    quality (StarDist's matching).
+    Objects: --labels writes label images and objects.csv, --rois ImageJ ROIs; instance
+    label images in --masks add instance metrics (F1, AP, PQ) to summary.json.
 
     Exit codes: 0 all written, 1 some inputs failed (named on stderr and in summary.json;
     the rest were written), 2 usage error.
@@ -256,13 +227,7 @@ def main(
         raise click.BadParameter(
             f"must be less than half of --tile-size ({tile_size})", param_hint="--tile-overlap"
         )
-    if (split or min_distance is not None or labels_3d) and not (labels or rois or masks):
-        raise click.UsageError(
-            "--split, --min-distance and --labels-3d shape instance labels; add --labels, --rois or "
-            "--masks with instance ground truth"
-        )
-    if min_distance is not None and not split:
-        raise click.BadParameter("needs --split", param_hint="--min-distance")
+    labeling = labeling_options(labels, rois, masks, split, min_distance, labels_3d)
     from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
     from unsupseg.infer.api import SegmenterConfig
     from unsupseg.infer.inputs import InputError
@@ -281,9 +246,7 @@ def main(
             foreground=foreground,
             min_size=min_size,
             fill_holes=fill_holes,
-            split=split,
-            min_distance=min_distance or DEFAULT_MIN_DISTANCE,
-            labels_3d=labels_3d,
+            **labeling,
         ),
         recursive=recursive,
         shard=shard,
