@@ -150,5 +150,6 @@ def count_objects(labels: np.ndarray, three_d: bool = False) -> int:
         return sum(count_objects(page) for page in labels)
     if labels.size == 0:
         return 0
-    present = np.bincount(labels.ravel().astype(np.intp, copy=False))
+    present = np.zeros(int(labels.max()) + 1, dtype=bool)
+    present[labels] = True  # no int64 copy of a huge page, as bincount would make
     return int(np.count_nonzero(present[1:]))
