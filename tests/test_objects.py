@@ -266,3 +266,22 @@ def test_pages_are_matched_apart():
 def test_instance_ground_truth_is_an_integer_image_with_more_than_two_values(values, expected):
     a = np.array(values * 4).reshape(-1, len(values))
     assert is_instance_labels(a) is expected
+
+
+def test_measuring_in_bands_of_rows_gives_the_same_rows(monkeypatch):
+    import unsupseg.core.objects as objects
+
+    labels = _random_labels(7, shape=(120, 90))
+    image = np.random.default_rng(7).random(labels.shape).astype(np.float32)
+    whole = measure_objects(labels, image)
+    monkeypatch.setattr(objects, "BAND_PIXELS", 90 * 7)  # bands of 7 rows: objects span several
+    assert measure_objects(labels, image) == whole
+
+
+def test_hull_fallback_gives_the_same_solidity(monkeypatch):
+    import unsupseg.core.objects as objects
+
+    labels = _random_labels(9)
+    fast = [r["solidity"] for r in measure_objects(labels)]
+    monkeypatch.setattr(objects, "MAX_PASSES", 1)  # every object finishes in the monotone chain
+    assert [r["solidity"] for r in measure_objects(labels)] == fast
