@@ -61,32 +61,35 @@ def label_mask(
     Pages are labelled independently (1..n on each page) unless ``three_d``. Labels are
     consecutive and numbered in raster order of each object's first pixel.
     """
-    mask = np.asarray(mask) != 0
-    if mask.ndim == 2 or three_d:
-        return _label_block(mask, split, min_distance, min_size)
-    if mask.ndim != 3:
+    mask = np.asarray(mask)
+    mask = mask if mask.dtype == np.bool_ else mask != 0
+    if mask.ndim not in (2, 3):
         raise ValueError(f"label_mask takes (H, W) or (P, H, W), got shape {mask.shape}")
-    out = np.empty(mask.shape, dtype=np.int32)
-    for i, page in enumerate(mask):
-        out[i] = _label_block(page, split, min_distance, min_size)
+    out = np.empty(mask.shape, dtype=np.int32)  # written in place: one int32 image, no copies
+    if mask.ndim == 2 or three_d:
+        _label_block(mask, split, min_distance, min_size, out)
+    else:
+        for page, page_out in zip(mask, out, strict=True):
+            _label_block(page, split, min_distance, min_size, page_out)
     return out
 
 
-def _label_block(mask: np.ndarray, split: bool, min_distance: int, min_size: int) -> np.ndarray:
-    """Label one page (2-D) or one volume (3-D)."""
+def _label_block(mask: np.ndarray, split: bool, min_distance: int, min_size: int, out: np.ndarray) -> None:
+    """Label one page (2-D) or one volume (3-D) into ``out`` (int32, the mask's shape)."""
     from scipy import ndimage
 
     structure = ndimage.generate_binary_structure(mask.ndim, 1)  # 4- (6-) connectivity
-    labels, n = ndimage.label(mask, structure=structure, output=np.int32)
+    n = ndimage.label(mask, structure=structure, output=out)
     if split and n:
-        labels = _split(mask, labels, n, min_distance)
+        out[...] = _split(mask, out, n, min_distance)
     if min_size > 1 and n:
-        sizes = np.bincount(labels.ravel())
+        sizes = np.bincount(out.ravel())
         small = sizes < min_size
         small[0] = False
         if small.any():
-            labels[small[labels]] = 0
-    return relabel_consecutive(labels) if (split or min_size > 1) else labels
+            out[small[out]] = 0
+    if (split or min_size > 1) and n:
+        out[...] = relabel_consecutive(out)
 
 
 def _split(mask: np.ndarray, components: np.ndarray, n: int, min_distance: int) -> np.ndarray:
