@@ -24,8 +24,9 @@
    ``--labels --split`` and ``--labels --rois``, interleaved repeats, medians; the
    issue's bound is ``--labels`` at most 1.5x the plain run.
 3. **Tiles**: the image run whole and in 128-pixel tiles, labels compared.
-4. **Memory** (not with ``--quick``): peak RSS of seginfer on a 4096x4096 image, plain
-   vs ``--labels --split`` (labelling holds the page's labels and distance map).
+4. **Memory** (not with ``--quick``): peak RSS of seginfer on a 4096x4096 image, plain,
+   ``--labels`` and ``--labels --split`` (labelling holds the page's labels, and the
+   split its distance map and watershed buffers).
 
 ``measure(work_dir, onnx_path, quick)`` returns the figures and a Markdown table.
 """
@@ -175,14 +176,15 @@ def tiles(work: Path, onnx_path: Path | None, image: np.ndarray, tile: int = 256
 
 
 def memory(work: Path, onnx_path: Path | None, image: np.ndarray) -> dict:
-    """Peak RSS (MB) of seginfer on a 4096x4096 image of the nuclei, plain vs --labels --split."""
+    """Peak RSS (MB) of seginfer on a 4096x4096 image of the nuclei: plain, --labels, --labels --split."""
     import tifffile
 
     folder = work / "big_in"
     folder.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(folder / "big.tif", np.tile(image, (8, 8)))
     out = {}
-    for label, extra in (("plain", []), ("--labels --split", ["--labels", "--split"])):
+    modes = (("plain", []), ("--labels", ["--labels"]), ("--labels --split", ["--labels", "--split"]))
+    for label, extra in modes:
         cmd = [
             sys.executable,
             "-m",
