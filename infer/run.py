@@ -1,7 +1,8 @@
 """``run_folder``: segment a folder (or list, or file) of images the way ``seginfer`` does.
 
     inputs --gather, plan--> items --overwrite / resume rule--> engine (read, segment, write)
-           --> report rows (spooled to disk) --> summary.json, report.csv, manifest seginfer.json
+           --> report and table rows (spooled to disk) --> summary.json, report.csv, objects.csv,
+               manifest seginfer.json
 
 Python users get the same files, overwrite and resume rules as the command:
 
