@@ -15,6 +15,7 @@ import click
 
 from unsupseg import __version__
 from unsupseg.infer.api import DEFAULT_BATCH_SIZE
+from unsupseg.infer.cli_objects import labeling_options, object_options
 from unsupseg.infer.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 
@@ -137,6 +138,7 @@ def _device(ctx, param, value):
 @click.option(
     "--save-prob", is_flag=True, help="Also write the foreground probability as float32 NAME_prob.tif."
 )
+@object_options
 @click.option("--overwrite", is_flag=True, help="Replace existing masks.")
 @click.option(
     "--skip-existing", is_flag=True, help="Keep existing masks and process only the rest (resume a run)."
@@ -188,6 +190,11 @@ def main(
     fill_holes,
     fmt,
     save_prob,
+    labels,
+    split,
+    min_distance,
+    labels_3d,
+    rois,
     overwrite,
     skip_existing,
     shard,
@@ -206,6 +213,9 @@ def main(
     per input at the same relative path under --output, summary.json (always) and a run
     manifest seginfer.json.
 
+    Objects: --labels writes label images and objects.csv, --rois ImageJ ROIs; instance
+    label images in --masks add instance metrics (F1, AP, PQ) to summary.json.
+
     Exit codes: 0 all written, 1 some inputs failed (named on stderr and in summary.json;
     the rest were written), 2 usage error.
     """
@@ -218,6 +228,7 @@ def main(
         raise click.BadParameter(
             f"must be less than half of --tile-size ({tile_size})", param_hint="--tile-overlap"
         )
+    labeling = labeling_options(labels, rois, masks, split, min_distance, labels_3d)
     from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
     from unsupseg.infer.api import SegmenterConfig
     from unsupseg.infer.engine import EngineError
@@ -237,11 +248,12 @@ def main(
             foreground=foreground,
             min_size=min_size,
             fill_holes=fill_holes,
+            **labeling,
         ),
         recursive=recursive,
         shard=shard,
         fmt=fmt,
-        outputs=("prob",) if save_prob else (),
+        outputs=tuple(name for name, on in (("prob", save_prob), ("labels", labels), ("rois", rois)) if on),
         masks=masks,
         overwrite=overwrite,
         skip_existing=skip_existing,

@@ -28,7 +28,8 @@ def main(folder, overwrite, quiet):
 
     The result is what one seginfer run over all inputs writes: the same rows in the
     same order, counts summed, means recomputed over all cases; report.csv too when the
-    shards ran with --masks. The shard files are left in place.
+    shards ran with --masks, objects.csv when they ran with --labels. The shard files
+    are left in place.
 
     Exit codes: 0 merged and no input failed, 1 merged and some inputs failed (listed
     in summary.json), 2 usage error.
@@ -43,11 +44,12 @@ def main(folder, overwrite, quiet):
     except MergeError as e:
         raise click.UsageError(str(e)) from None
     with merged.report as report:
-        targets = [summary] + ([csv] if merged.with_csv else [])
+        tables = {name: files.table(name) for name in merged.tables}
+        targets = [summary] + ([csv] if merged.with_csv else []) + list(tables.values())
         existing = [p for p in targets if p.exists()]
         if existing and not overwrite:
             raise click.UsageError(f"{existing[0]} already exists; pass --overwrite to replace it")
-        report.write(summary, csv if merged.with_csv else None)
+        report.write(summary, csv if merged.with_csv else None, tables)
         if not quiet:
             click.echo(f"segreport: merged {merged.n_shards} shards into {summary}", err=True)
             click.echo(report.table())

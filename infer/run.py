@@ -1,7 +1,8 @@
 """``run_folder``: segment a folder (or list, or file) of images the way ``seginfer`` does.
 
     inputs --gather, plan--> items --overwrite / resume rule--> engine (read, segment, write)
-           --> report rows (spooled to disk) --> summary.json, report.csv, manifest seginfer.json
+           --> report and table rows (spooled to disk) --> summary.json, report.csv, objects.csv,
+               manifest seginfer.json
 
 Python users get the same files, overwrite and resume rules as the command:
 
@@ -47,7 +48,7 @@ class RunOptions:
     recursive: bool = False  # include sub-folders of an input folder
     shard: tuple[int, int] | None = None  # (I, N): the I-th of N slices of the inputs
     fmt: str = "png"  # "png" or "tif" for single-page masks
-    outputs: tuple[str, ...] = ()  # extra per-image outputs by writer name, e.g. ("prob",)
+    outputs: tuple[str, ...] = ()  # extra per-image outputs by writer name: "prob", "labels", "rois"
     masks: str | os.PathLike | None = None  # ground-truth folder: report.csv and metrics
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # keep inputs whose outputs exist, process the rest (resume)
@@ -113,11 +114,13 @@ def run_folder(
     write_text_atomic(files.manifest, _json(manifest))
     # per-case rows go to a hidden temporary file beside the summary (removed when the run
     # ends, however it ends): memory stays flat in the number of inputs
-    with Report(n_images=len(items), spool=files.spool()) as report:
+    with Report(n_images=len(items), spool=files.spool(), tables=work.tables) as report:
 
         def on_result(result: ItemResult) -> None:
             if result.case is not None:
                 report.add(result.case)
+            for table, rows in result.rows.items():
+                report.add_rows(table, result.src, rows)
             if result.error is not None:
                 report.fail(result.src, result.error)
             progress.item(result)
@@ -125,7 +128,8 @@ def run_folder(
         start = time.perf_counter()
         engine.run(items, work, on_result)
         elapsed = time.perf_counter() - start
-        report.write(files.summary, files.report if options.masks is not None else None)
+        tables = {name: files.table(name) for name in work.tables}
+        report.write(files.summary, files.report if options.masks is not None else None, tables)
         summary, table = report.summary(with_cases=False), report.table()
     manifest.update(
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,6 +1,7 @@
 """The names of a run's own files in its output folder, for ``seginfer``, ``segreport`` and the merge.
 
     summary.json   always             report.csv   with --masks        seginfer.json   the manifest
+    objects.csv    with --labels (a per-run table: ``table("objects")``)
 
 A shard ``--shard I/N`` adds ``-shard-I-of-N`` to each name, so shards writing into
 one folder never clobber each other; ``segreport`` merges them into the plain names.
@@ -38,6 +39,14 @@ class RunFiles:
     @property
     def manifest(self) -> Path:
         return Path(self.folder) / f"seginfer{self.suffix}.json"
+
+    @property
+    def objects(self) -> Path:
+        return self.table("objects")
+
+    def table(self, name: str) -> Path:
+        """The CSV of a per-run table (``objects`` -> ``objects.csv``)."""
+        return Path(self.folder) / f"{name}{self.suffix}.csv"
 
     def spool(self) -> Path:
         """A fresh hidden temporary file beside the summary for the run's spooled rows."""

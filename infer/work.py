@@ -15,6 +15,7 @@ import numpy as np
 
 from unsupseg.core.files import MaskIndex
 from unsupseg.core.imageio import read_mask, read_pages
+from unsupseg.core.labels import Labeling, count_objects
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.report import CaseResult, describe_error, evaluate
 from unsupseg.infer.writers import WRITERS, MaskWriter, OutputWriter, Segmentation
@@ -34,7 +35,9 @@ class ItemWork:
     """The writers of a run, the ground truth and the resume rule, applied to one item at a time.
 
     The mask writer runs last: a mask on disk means every output of its input is there,
-    whenever a run was stopped.
+    whenever a run was stopped. ``labeling`` says how instance labels are made (for the
+    label and ROI outputs and for instance ground truth); they are made at most once per
+    input, here in the writer layer, so every engine gets them unchanged.
     """
 
     def __init__(
@@ -43,12 +46,16 @@ class ItemWork:
         extras: Sequence[OutputWriter] = (),
         masks: MaskIndex | None = None,
         skip_existing: bool = False,
+        labeling: Labeling | None = None,
     ):
         self.mask = mask
         self.extras = tuple(extras)
         self.writers = (*self.extras, mask)
         self.masks = masks
         self.skip_existing = skip_existing
+        self.labeling = labeling or Labeling()
+        self.counts_objects = any(w.name == "labels" for w in self.extras)  # n_objects in the report
+        self.tables = {w.table: w.fields for w in self.writers if w.table}  # per-run tables -> columns
 
     @classmethod
     def from_options(cls, options) -> ItemWork:
@@ -58,7 +65,9 @@ class ItemWork:
             raise ValueError(f"unknown output(s) {unknown}; choose from {sorted(WRITERS)}")
         extras = [WRITERS[name].from_options(options) for name in options.outputs]
         masks = MaskIndex(options.masks) if options.masks is not None else None
-        return cls(MaskWriter.from_options(options), extras, masks, options.skip_existing)
+        seg = options.segmenter
+        labeling = Labeling(seg.split, seg.min_distance, seg.labels_3d, seg.min_size)
+        return cls(MaskWriter.from_options(options), extras, masks, options.skip_existing, labeling)
 
     @property
     def needs_prob(self) -> bool:
@@ -86,36 +95,51 @@ class ItemWork:
         return read_pages(item.src)
 
     def write(self, item: Item, seg: Segmentation) -> ItemResult:
-        """Write every output of one segmented input, then evaluate its mask."""
+        """Write every output of one segmented input (and its table rows), then evaluate its mask."""
+        seg.labeling = self.labeling
         try:
+            rows = self._rows(item, seg)
             for writer in self.writers:
                 writer.write(item, seg)
         except Exception as e:  # the input fails, nothing of it was kept (each writer is atomic)
             return ItemResult(item.src, error=describe_error(e))
         case = CaseResult(item.src, self.mask.path(item, seg.pages), "written", n_pixels=seg.mask.size)
         case.n_foreground = int(np.count_nonzero(seg.mask))
-        return self._evaluated(item, case, seg.mask)
+        return self._evaluated(item, case, seg, rows)
 
     def keep(self, item: Item, mask_path: str) -> ItemResult:
-        """An input whose outputs exist (``--skip-existing``): its row, evaluated when it has ground truth."""
+        """An input whose outputs exist (``--skip-existing``): its row, evaluated when it has ground
+        truth, and its table rows from the files on disk (as the run that wrote them gave them)."""
         case = CaseResult(item.src, mask_path, "skipped")
-        if self.masks is None or self.masks.find(item.rel) is None:
+        truth = self.masks is not None and self.masks.find(item.rel) is not None
+        if not (truth or self.tables or self.counts_objects):
             return ItemResult(item.src, case)
         try:
             mask = read_mask(mask_path)
+            image = self.read(item) if self.tables and self.needs_image else None
+            seg = Segmentation(mask, None, image, self.labeling)
+            for writer in self.extras:
+                writer.restore(item, seg)
+            rows = self._rows(item, seg)
         except Exception as e:
             return ItemResult(item.src, error=describe_error(e))
-        case.n_pixels, case.n_foreground = int(mask.size), int(np.count_nonzero(mask))
-        return self._evaluated(item, case, mask)
+        if truth:
+            case.n_pixels, case.n_foreground = int(mask.size), int(np.count_nonzero(mask))
+        return self._evaluated(item, case, seg, rows)
 
     def failed(self, item: Item, error: BaseException) -> ItemResult:
         return ItemResult(item.src, error=describe_error(error))
 
-    def _evaluated(self, item: Item, case: CaseResult, mask: np.ndarray) -> ItemResult:
+    def _rows(self, item: Item, seg: Segmentation) -> dict[str, list[dict]]:
+        return {w.table: w.rows(item, seg) for w in self.writers if w.table}
+
+    def _evaluated(self, item: Item, case: CaseResult, seg: Segmentation, rows: dict) -> ItemResult:
+        if self.counts_objects:
+            case.n_objects = count_objects(seg.labels, self.labeling.three_d)
         truth = self.masks.find(item.rel) if self.masks is not None else None
         if truth is not None:
             try:
-                evaluate(case, mask, truth)
+                evaluate(case, seg.mask, truth, lambda: seg.labels, per_page=not self.labeling.three_d)
             except Exception as e:  # a bad ground-truth file fails this input, not the run
-                return ItemResult(item.src, case, describe_error(e))
-        return ItemResult(item.src, case)
+                return ItemResult(item.src, case, describe_error(e), rows)
+        return ItemResult(item.src, case, rows=rows)

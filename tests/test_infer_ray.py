@@ -120,3 +120,22 @@ def test_device_cuda_on_a_cluster_without_gpu(local_ray, tmp_path, infer_model_p
         main, [*map(str, args), "--model", str(infer_model_path), "--device", "cuda", "-q"]
     )
     assert r.exit_code == 1 and "the Ray cluster has no GPU" in r.output
+
+
+def test_ray_labels_equal_local(local_ray, folder, infer_model_path, tmp_path):
+    """Labels, ROIs and objects.csv are made in the writer layer, so Ray actors give the local files."""
+    root, _ = folder
+    flags = ["--labels", "--split", "--rois"]
+    local = tmp_path / "local"
+    args = ["--input", root / "in", "--output", local, "--masks", root / "truth", "-r", *flags]
+    assert _run(args, infer_model_path).exit_code == 1
+    out = tmp_path / "ray"
+    assert _ray_run(root, out, infer_model_path, *flags).exit_code == 1
+    assert _mask_files(out) == _mask_files(local)  # masks and label images
+    assert sorted(p.name for p in out.rglob("*_rois.zip")) == sorted(
+        p.name for p in local.rglob("*_rois.zip")
+    )
+    for name in ("summary.json", "objects.csv"):
+        got = (out / name).read_text().replace(str(out), "OUT")
+        want = (local / name).read_text().replace(str(local), "OUT")
+        assert got == want, name
