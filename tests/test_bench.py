@@ -30,7 +30,19 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     md = (out / "benchmarks.md").read_text()
     results = json.loads((out / "results.json").read_text())
-    sections = ("model", "e2e", "classical", "sweep", "real", "memory", "training", "stream", "quant", "gpu")
+    sections = (
+        "model",
+        "e2e",
+        "classical",
+        "sweep",
+        "real",
+        "objects",
+        "memory",
+        "training",
+        "stream",
+        "quant",
+        "gpu",
+    )
     assert set(results["sections"]) == set(sections)
     for title in (s["title"] for s in results["sections"].values()):
         assert title in md
