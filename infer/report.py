@@ -21,14 +21,26 @@ match). Inputs without a mask are in ``metric_per_case`` with ``mask: null``
 and ``null`` metrics; they are not failures. ``n_skipped`` counts masks left
 in place by ``--skip-existing`` (they are still evaluated against ``--masks``),
 so ``n_images == n_written + n_skipped + n_failed`` unless a ground-truth mask
-itself was unreadable (that input is written *and* failed).
+itself was unreadable (that input is written *and* failed). A run that had to stop
+(its output failed, or it was interrupted) writes the summary of what it did, with
+``"stopped": "why"`` before ``metric_per_case``; a complete run has no such key.
+
+File names are carried losslessly, whatever their bytes: names that are not UTF-8
+reach Python as PEP 383 surrogate escapes (byte 0xE9 -> ``"\udce9"``), which
+summary.json keeps as the JSON escape ``\udce9`` (``os.fsencode(json.loads(...))``
+gives the bytes back) and report.csv writes as the name's own bytes (read it with
+``encoding="utf-8", errors="surrogateescape"``). Names that are UTF-8 are written as
+before, byte for byte.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,12 +48,13 @@ from pathlib import Path
 import numpy as np
 
 from unsupseg.core.atomic import atomic_text
-from unsupseg.core.errors import ImageReadError
+from unsupseg.core.errors import ImageReadError, OutputError
 from unsupseg.core.files import MaskIndex  # noqa: F401  (re-exported for callers of the old name)
 from unsupseg.core.imageio import read_mask
 from unsupseg.core.metrics import dice, iou, iou_any_polarity
 
 METRICS = ("iou", "iou_any_polarity", "dice")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -93,20 +106,29 @@ class _CaseSpool:
     BATCH = 512  # rows per INSERT
 
     def __init__(self, path: Path):
-        import sqlite3
-
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("PRAGMA cache_size=-256")  # KiB: SQLite's page cache must not grow with the rows
-        self.db.execute("PRAGMA temp_store=FILE")  # its sort spills to temporary files, not memory
-        self.db.execute(
-            "CREATE TABLE cases "
-            "(seq INTEGER PRIMARY KEY, key BLOB, iou REAL, iou_any REAL, dice REAL, row TEXT)"
-        )
+        self.db = None
+        with self._output():
+            self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=OFF")
+            self.db.execute("PRAGMA synchronous=OFF")
+            self.db.execute("PRAGMA cache_size=-256")  # KiB: SQLite's page cache must not grow with the rows
+            self.db.execute("PRAGMA temp_store=FILE")  # its sort spills to temporary files, not memory
+            self.db.execute(
+                "CREATE TABLE cases "
+                "(seq INTEGER PRIMARY KEY, key BLOB, iou REAL, iou_any REAL, dice REAL, row TEXT)"
+            )
         self.pending: list[tuple] = []
         self.n = 0
+
+    @contextlib.contextmanager
+    def _output(self) -> Iterator[None]:
+        """SQLite's errors on the spool ("database or disk is full", "attempt to write a readonly
+        database", "disk I/O error") are the output folder's: the run stops with OutputError."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise OutputError(f"cannot keep the report rows in {self.path.parent}: {e}") from e
 
     def add(self, case: CaseResult) -> None:
         row = json.dumps([getattr(case, f) for f in FIELDS])
@@ -118,11 +140,14 @@ class _CaseSpool:
 
     def flush(self) -> None:
         if self.pending:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO cases (key, iou, iou_any, dice, row) VALUES (?, ?, ?, ?, ?)", self.pending
-            )
-            self.db.execute("COMMIT")
+            with self._output():
+                if self.db.in_transaction:  # a failed batch left its transaction open
+                    self.db.execute("ROLLBACK")
+                self.db.execute("BEGIN")
+                self.db.executemany(
+                    "INSERT INTO cases (key, iou, iou_any, dice, row) VALUES (?, ?, ?, ?, ?)", self.pending
+                )
+                self.db.execute("COMMIT")
             self.pending = []
 
     def rows(self, order: str = "key, seq") -> Iterator[CaseResult]:
@@ -138,8 +163,12 @@ class _CaseSpool:
         return {m: vals[:, k] for k, m in enumerate(METRICS)}
 
     def close(self) -> None:
-        self.db.close()
-        self.path.unlink(missing_ok=True)
+        if self.db is not None:
+            self.db.close()
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as e:  # e.g. the output went read-only: the next run removes it (runlock.py)
+            log.warning("could not remove the report spool %s (%s); the next run removes it", self.path, e)
 
 
 class Report:
@@ -158,6 +187,7 @@ class Report:
         self.n_written = 0
         self.n_skipped = 0
         self.n_cases = 0
+        self.stopped: str | None = None  # why the run stopped before its end (summary.json "stopped")
 
     def __enter__(self) -> Report:
         return self
@@ -169,6 +199,16 @@ class Report:
         """Remove the spool file (if any); the counts stay, the rows are gone."""
         if self._spool is not None:
             self._spool.close()
+
+    def unspool(self, max_rows: int = 100_000) -> bool:
+        """Move the rows from the spool file into memory and remove the file, when there are at
+        most ``max_rows``: a run stopped by a full disk frees the spool's space for its summary."""
+        if self._spool is None or self.n_cases > max_rows:
+            return False
+        self._cases = list(self._spool.rows(order="seq"))
+        self._spool.close()
+        self._spool = None
+        return True
 
     @property
     def cases(self) -> list[CaseResult]:
@@ -227,20 +267,23 @@ class Report:
             "n_skipped": self.n_skipped,
             "failed": failed,
             "mean": self.mean(),
+            **({"stopped": self.stopped} if self.stopped is not None else {}),
             **({"metric_per_case": [asdict(c) for c in self.sorted_cases()]} if with_cases else {}),
         }
 
     def write(self, summary_path: Path, csv_path: Path | None = None) -> None:
-        """Write summary.json (and report.csv) atomically, one case at a time.
+        """Write summary.json (and report.csv) atomically, one case at a time."""
+        self.write_summary(summary_path)
+        if csv_path is not None:
+            self.write_csv(csv_path)
 
-        The text is what ``json.dumps(self.summary(), indent=2)`` gives, but the per-case
-        rows are encoded and written one by one (streamed from the spool when there is
-        one), so memory stays flat however many inputs there were.
-        """
-
-        def summary_json(f) -> None:
-            head = self.summary(with_cases=False)
-            text = json.dumps({**head, "metric_per_case": []}, indent=2)
+    def write_summary(self, path: Path) -> None:
+        """summary.json, atomically. The text is what ``json.dumps(self.summary(), indent=2)``
+        gives, but the per-case rows are encoded and written one by one (streamed from the
+        spool when there is one), so memory stays flat however many inputs there were."""
+        head = self.summary(with_cases=False)
+        text = json.dumps({**head, "metric_per_case": []}, indent=2)
+        with atomic_text(path) as f:
             if not self.n_cases:
                 f.write(text + "\n")
                 return
@@ -250,18 +293,14 @@ class Report:
                 f.write(("," if i else "") + "\n    " + row)
             f.write("\n  ]\n}\n")
 
-        with atomic_text(summary_path) as f:
-            summary_json(f)
-        if csv_path is not None:
-
-            def report_csv(f) -> None:
-                writer = csv.DictWriter(f, fieldnames=list(FIELDS), lineterminator="\n")
-                writer.writeheader()
-                for c in self.sorted_cases():
-                    writer.writerow(asdict(c))
-
-            with atomic_text(csv_path) as f:
-                report_csv(f)
+    def write_csv(self, path: Path) -> None:
+        """report.csv, atomically, one row per case sorted by input; names that are not UTF-8
+        as their own bytes (see the module docstring)."""
+        with atomic_text(path, errors="surrogateescape") as f:
+            writer = csv.DictWriter(f, fieldnames=list(FIELDS), lineterminator="\n")
+            writer.writeheader()
+            for c in self.sorted_cases():
+                writer.writerow(asdict(c))
 
     def table(self) -> str:
         """A short text table: counts, and mean metrics when masks were matched."""
