@@ -106,7 +106,7 @@ def _make_folder(folder: str) -> None:
     folder = folder or "."
     rel = os.path.relpath(folder, root) if root is not None else os.pardir
     if rel == os.curdir:
-        raise FileNotFoundError(errno.ENOENT, "the output folder is gone", root)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), root)  # root is gone
     if rel == os.pardir or rel.startswith(os.pardir + os.sep):  # no root, or not below it
         os.makedirs(folder, exist_ok=True)
         return

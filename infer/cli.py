@@ -228,6 +228,8 @@ def main(
         format="seginfer: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # tifffile's notes on odd files; a file it cannot read is named by our own message
+        logging.getLogger("tifffile").setLevel(logging.ERROR)
     if tile_overlap * 2 >= tile_size:
         raise click.BadParameter(
             f"must be less than half of --tile-size ({tile_size})", param_hint="--tile-overlap"

@@ -298,9 +298,14 @@ class Report:
         as their own bytes (see the module docstring)."""
         with atomic_text(path, errors="surrogateescape") as f:
             writer = csv.DictWriter(f, fieldnames=list(FIELDS), lineterminator="\n")
+            # csv quotes a field with a newline but not one with a carriage return (it only looks for
+            # the line terminator's characters): a name with one makes its row quote every field
+            quoted = csv.DictWriter(f, fieldnames=list(FIELDS), lineterminator="\n", quoting=csv.QUOTE_ALL)
             writer.writeheader()
             for c in self.sorted_cases():
-                writer.writerow(asdict(c))
+                row = asdict(c)
+                cr = any(isinstance(v, str) and "\r" in v for v in row.values())
+                (quoted if cr else writer).writerow(row)
 
     def table(self) -> str:
         """A short text table: counts, and mean metrics when masks were matched."""

@@ -470,6 +470,9 @@ def test_help_and_version():
         "--skip-existing",
         "0.2125 R",
         "Exit codes",
+        "3 stopped because of the output",
+        "--skip-existing.",
+        "--max-megapixels",
     ):
         assert text in r.output
     r = CliRunner().invoke(main, ["--version"])
