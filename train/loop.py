@@ -37,7 +37,7 @@ from unsupseg.core.padding import pad_to_multiple
 from unsupseg.infer.report import MaskIndex
 from unsupseg.train import distributed
 from unsupseg.train.augment import apply_augment, build_augment
-from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_resume_state, save_checkpoint
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.data import DataError, builtin_splits, load_npz, normalize_stack
 from unsupseg.train.folder import (
@@ -423,7 +423,7 @@ def _run_training(cfg, overwrite, resume, log, resume_epochs, progress, plots, d
     _check_run_dir(out, overwrite, resume, remove=main)
     state = None
     if resume:
-        state = load_checkpoint(out / "last.pt")
+        state = load_resume_state(out / "last.pt")  # ModelFileError for a damaged file
         saved = TrainConfig.from_dict(state["train_config"])
         if resume_epochs is not None and resume_epochs != saved.epochs:
             if saved.schedule == "onecycle":
