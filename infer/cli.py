@@ -237,6 +237,7 @@ def main(
     from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
     from unsupseg.infer.api import SegmenterConfig
     from unsupseg.infer.console import Progress, resume_command, stop_message
+    from unsupseg.infer.engine import EngineError
     from unsupseg.infer.faults import RunStopped
     from unsupseg.infer.inputs import InputError
     from unsupseg.infer.run import RunOptions, run_folder
@@ -281,7 +282,7 @@ def main(
         raise click.BadParameter(str(e), param_hint="--device") from None
     except ModelFileError as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
-    except _engine_errors() as e:
+    except EngineError as e:
         raise click.ClickException(str(e)) from None
     finally:
         progress.close()
@@ -317,17 +318,6 @@ def _quiet_pillow_bomb_warning() -> None:
     from PIL import Image
 
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-def _engine_errors() -> tuple[type[Exception], ...]:
-    """Errors an engine raises when the run as a whole cannot go on (exit 1)."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        return ()
-    from unsupseg.infer.ray_engine import RayEngineError
-
-    return (RayEngineError,)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,17 @@ from typing import Protocol
 
 import numpy as np
 
+from unsupseg.core.errors import UnsupsegError
 from unsupseg.infer.api import Segmenter, SegmenterConfig
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.work import ItemResult, ItemWork
 from unsupseg.infer.writers import Segmentation
 
 OnResult = Callable[[ItemResult], None]
+
+
+class EngineError(UnsupsegError):
+    """The engine cannot run the job as a whole (a cluster without GPUs, a worker that died...)."""
 
 
 class Engine(Protocol):

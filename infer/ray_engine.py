@@ -21,9 +21,8 @@ import os
 import pickle
 from collections.abc import Sequence
 
-from unsupseg.core.errors import UnsupsegError
 from unsupseg.infer.api import Segmenter, SegmenterConfig
-from unsupseg.infer.engine import LocalEngine, OnResult
+from unsupseg.infer.engine import EngineError, LocalEngine, OnResult
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.work import ItemResult, ItemWork
 
@@ -31,7 +30,7 @@ INSTALL_HINT = 'pip install "unsupseg[ray]"'
 MAX_FILES_PER_BATCH = 256  # files per actor call: small enough to balance, large enough to batch
 
 
-class RayEngineError(UnsupsegError):
+class RayEngineError(EngineError):
     """Ray is missing, or the cluster cannot run the job (no GPU for --device cuda...)."""
 
 
