@@ -196,8 +196,10 @@ class _LocalRun:
     def _drain(self, limit: int) -> None:
         """Report finished writes in order; wait for the oldest while more than ``limit`` are queued."""
         while self.writes and (len(self.writes) > limit or self.writes[0][1].done()):
-            chunk, fut = self.writes.popleft()
-            self.unreported.extend(zip(chunk, fut.result(), strict=True))
+            chunk, fut = self.writes[0]
+            results = fut.result()  # where Ctrl-C lands: the chunk stays queued for report_finished
+            self.writes.popleft()
+            self.unreported.extend(zip(chunk, results, strict=True))
             self._report()
 
     def _report(self) -> None:

@@ -157,6 +157,25 @@ def test_kill_9_at_a_random_moment_then_resume(tmp_path, infer_model_path, folde
     assert (s["n_written"] + s["n_skipped"], s["n_failed"]) == (N_IMAGES, 0)
 
 
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_summary_of_what_was_done(tmp_path, infer_model_path, folder):
+    images, reference = folder
+    out = tmp_path / "out"
+    args = ["--input", images, "--output", out, "--batch-size", "2"]
+    proc = subprocess.Popen(_fault_cmd("none", 0, args, infer_model_path), stderr=subprocess.PIPE, text=True)
+    while _masks_on_disk(out) < 10 and proc.poll() is None:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate()
+    assert proc.returncode == 1 and "Aborted" in stderr, stderr
+    masks = _mask_files(out)
+    assert 10 <= len(masks) < N_IMAGES and all(data == reference[n] for n, data in masks.items())
+    s = json.loads((out / "summary.json").read_text())
+    assert s["stopped"] == "interrupted (Ctrl-C)"
+    assert s["n_written"] == len(masks)  # the writes that finished after Ctrl-C are listed too
+    assert _hidden(out) == []  # a handled stop leaves no spool, temporary file or lock record
+
+
 def test_leftovers_are_removed_only_when_their_writer_is_gone(
     tmp_path, infer_model_path, infer_disk_image, caplog
 ):

@@ -113,7 +113,9 @@ def test_a_stopped_shard_is_not_merged(tmp_path, infer_model_path, infer_disk_im
     assert _merge(out).exit_code == 0
 
 
-def test_segreport_is_refused_while_an_unsharded_run_holds_the_folder(tmp_path, infer_model_path, infer_disk_image):
+def test_segreport_is_refused_while_an_unsharded_run_holds_the_folder(
+    tmp_path, infer_model_path, infer_disk_image
+):
     """summary.json is also an unsharded seginfer's run file: while such a run holds the folder's
     lock, segreport is refused rather than writing beside it."""
     from unsupseg.infer.runfiles import RunFiles
