@@ -140,6 +140,7 @@ def run_folder(
             summary_written, unwritten = _write_report(report, files, options, stop)
             summary, table = report.summary(with_cases=False), report.table()
         unwritten += _finish_manifest(files, manifest, report, elapsed)
+        lock.clean = stop is None and not unwritten  # else the next run removes what this one left
     if stop is not None and not isinstance(stop, OutputError):
         raise stop  # Ctrl-C or a bug: the summary of what was done is written, the error goes on
     if stop is not None or unwritten:

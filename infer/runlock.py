@@ -12,11 +12,11 @@ with only a Python warning; here that case is a warning on stderr and a run with
 the lock, never a stale one.
 
 The lock file holds the holder's record (owner tag, host, pid, start time) while it
-runs; a clean end removes the file. A record found on taking the lock is therefore
-that of a run that was killed: its temporary files and report spool (tagged with its
-owner, ``core.atomic``) are removed, on whichever host it ran, and so are the
-temporary files of processes of this machine that no longer exist. Files of other
-hosts' runs are left alone: their PIDs mean nothing here.
+runs; only a clean end removes it. A record found on taking the lock is therefore that
+of a run that was killed or stopped: its temporary files and report spool (tagged with
+its owner, ``core.atomic``, Ray actors' included) are removed, on whichever host it
+ran, and so are the temporary files of processes of this machine that no longer
+exist. Files of other hosts' runs are left alone: their PIDs mean nothing here.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ class RunLock:
         self.owner = owner_tag()  # the tag of this run's temporary files
         self.fd: int | None = None
         self.locked = False  # False on a file system without locks (warned)
-        self.previous: dict | None = None  # the record of a killed run found on taking the lock
+        self.previous: dict | None = None  # the record of a killed or stopped run found on taking the lock
         self.removed: list[str] = []  # its leftovers (and this host's other dead writers') removed
+        self.clean = True  # False: the run stopped; its record stays for the next run to act on
 
     def __enter__(self) -> RunLock:
         if self.fd is None:
@@ -106,8 +107,8 @@ class RunLock:
             self.release()
             raise
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.release(clean=self.clean and exc_type is None)
 
     def _acquire(self) -> None:
         for _ in range(8):  # retried only when a finishing run removed the file we opened
@@ -184,18 +185,18 @@ class RunLock:
                         continue
                     self.removed.append(path)
         if self.removed:
-            killed = f" by a run that was killed (pid {self.previous.get('pid')})" if gone else ""
+            killed = f" by a run that was killed or stopped (pid {self.previous.get('pid')})" if gone else ""
             log.warning(
                 "removed %d temporary file(s) left%s in %s", len(self.removed), killed, self.files.folder
             )
 
-    def release(self) -> None:
-        """Remove the record (a clean end) and release the lock; idempotent."""
+    def release(self, clean: bool = True) -> None:
+        """Release the lock, removing the record after a clean end; idempotent."""
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
         try:
-            if self.locked:
+            if self.locked and clean:
                 os.unlink(self.path)  # still holding the lock: nobody else took this file
         except OSError as e:  # read-only by now: the record stays, and the next run cleans up after us
             log.debug("could not remove %s: %s", self.path, e)

@@ -77,7 +77,7 @@ class ItemWork:
         extras = [WRITERS[name].from_options(options) for name in options.outputs]
         masks = MaskIndex(options.masks) if options.masks is not None else None
         mp = options.max_megapixels
-        max_pixels = None if mp is None else int(mp * 1e6)
+        max_pixels = None if mp is None else round(mp * 1e6)
         return cls(MaskWriter.from_options(options), extras, masks, options.skip_existing, max_pixels)
 
     @property

@@ -173,7 +173,7 @@ def test_ctrl_c_keeps_the_summary_of_what_was_done(tmp_path, infer_model_path, f
     s = json.loads((out / "summary.json").read_text())
     assert s["stopped"] == "interrupted (Ctrl-C)"
     assert s["n_written"] == len(masks)  # the writes that finished after Ctrl-C are listed too
-    assert _hidden(out) == []  # a handled stop leaves no spool, temporary file or lock record
+    assert _hidden(out) == [".seginfer.lock"]  # no spool or temporary file; the record of the stopped run
 
 
 def test_leftovers_are_removed_only_when_their_writer_is_gone(
@@ -208,7 +208,7 @@ def test_leftovers_are_removed_only_when_their_writer_is_gone(
     caplog.set_level(logging.WARNING, logger="unsupseg.infer.runlock")
     r = _run(["--input", tmp_path / "in", "--output", out], infer_model_path)
     assert r.exit_code == 0, r.output
-    assert "removed 5 temporary file(s) left by a run that was killed (pid 77)" in caplog.text
+    assert "removed 5 temporary file(s) left by a run that was killed or stopped (pid 77)" in caplog.text
     assert _hidden(out) == sorted(kept)  # and the lock file is gone after a clean end
 
 

@@ -173,4 +173,5 @@ def test_every_engine_stops_on_an_output_fault(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_written"] == 2 and summary["stopped"] == e.reason
     assert sorted(_mask_files(out)) == sorted(os.path.basename(p) for p in written)
-    assert not list(out.glob(".*"))
+    assert [p.name for p in out.glob(".*")] == [".seginfer.lock"]  # only the stopped run's record
+    assert json.loads((out / ".seginfer.lock").read_text())["pid"] == os.getpid()
