@@ -125,6 +125,7 @@ def run_folder(
         raise RunStopped(str(e), len(items), 0) from None
     # Run-level files carry the lock holder's tag and never re-create a removed output folder.
     with lock, writing_for(lock.owner, output):
+        lock.clean = False  # until the run has ended well: else its record stays for the next run
         work.bind(output, lock.owner)
         progress.start(len(items), segmenter, engine)
         manifest = _manifest(args if args is not None else _options_args(options), segmenter, len(items))

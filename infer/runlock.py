@@ -86,7 +86,7 @@ class RunLock:
         self.locked = False  # False on a file system without locks (warned)
         self.previous: dict | None = None  # the record of a killed or stopped run found on taking the lock
         self.removed: list[str] = []  # its leftovers (and this host's other dead writers') removed
-        self.clean = True  # False: the run stopped; its record stays for the next run to act on
+        self.clean = True  # False: the run did not end well; its record stays for the next run to act on
 
     def __enter__(self) -> RunLock:
         if self.fd is None:
@@ -107,8 +107,8 @@ class RunLock:
             self.release()
             raise
 
-    def __exit__(self, exc_type, *exc) -> None:
-        self.release(clean=self.clean and exc_type is None)
+    def __exit__(self, *exc) -> None:
+        self.release(clean=self.clean)
 
     def _acquire(self) -> None:
         for _ in range(8):  # retried only when a finishing run removed the file we opened
