@@ -54,6 +54,8 @@ def _throughput(fn, n_images: int, device, min_time: float = 1.0) -> float:
 @click.option("--n-files", type=int, default=2000, show_default=True)
 def main(checkpoint: Path, out: Path, device: str, n_files: int) -> None:
     """Run the prepared GPU checks and write OUT/gpu_check.json and OUT/gpu_check.md."""
+    # One long function on purpose: a prepared script, run once on a borrowed GPU machine and
+    # read top to bottom; its numbered steps are the module docstring's list.
     import torch
     from PIL import Image
 

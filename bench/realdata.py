@@ -103,15 +103,6 @@ def run_real_data(
     "dice", "train_s"}}; ``iou`` is seginfer's IoU of the mask as written (brighter
     region = foreground), ``iou_any_polarity`` the notebook's metric.
     """
-    import subprocess
-    import sys
-    import time
-
-    from unsupseg.core.imageio import read_image, read_mask
-    from unsupseg.core.metrics import dice, iou, iou_any_polarity
-
-    from .heldout import blur_otsu, otsu
-
     tiles = work / "dsb_tiles"
     n = write_tiles(tiles, tile)
     log(f"real data: {n} tiles of {tile}x{tile} from stardist's img2d.tif")
@@ -120,45 +111,66 @@ def run_real_data(
         tiles / "images", tiles / "masks", work / "pred_default", None
     )
     for k, (label, extra) in enumerate(segtrain_variants(default_ckpt, epochs)):
-        run = work / f"run_{k}"
-        t0 = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "unsupseg.train.cli",
-                "--data",
-                str(tiles / "images"),
-                "--out",
-                str(run),
-                "--epochs",
-                str(epochs),
-                "--samples-per-epoch",
-                str(samples),
-                "--overwrite",
-                "-q",
-                "--no-plots",
-                *extra,
-            ],
-            check=True,
+        results[label] = _train_and_score(
+            tiles, work / f"run_{k}", work / f"pred_{k}", epochs, samples, extra
         )
-        train_s = time.perf_counter() - t0
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "unsupseg.export.cli",
-                str(run / "model.pt"),
-                str(run / "model.onnx"),
-                "--overwrite",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        results[label] = _seginfer_summary(
-            tiles / "images", tiles / "masks", work / f"pred_{k}", run / "model.onnx"
-        )
-        results[label]["train_s"] = train_s
+    results.update(_classical_scores(tiles))
+    return results
+
+
+def _train_and_score(tiles: Path, run: Path, pred: Path, epochs: int, samples: int, extra: list[str]) -> dict:
+    """segtrain on the tile images (timed), segexport, then seginfer's mean scores on the tiles."""
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unsupseg.train.cli",
+            "--data",
+            str(tiles / "images"),
+            "--out",
+            str(run),
+            "--epochs",
+            str(epochs),
+            "--samples-per-epoch",
+            str(samples),
+            "--overwrite",
+            "-q",
+            "--no-plots",
+            *extra,
+        ],
+        check=True,
+    )
+    train_s = time.perf_counter() - t0
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unsupseg.export.cli",
+            str(run / "model.pt"),
+            str(run / "model.onnx"),
+            "--overwrite",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    scores = _seginfer_summary(tiles / "images", tiles / "masks", pred, run / "model.onnx")
+    scores["train_s"] = train_s
+    return scores
+
+
+def _classical_scores(tiles: Path) -> dict[str, dict]:
+    """Otsu and blur + Otsu on every tile: mean IoU, polarity-free IoU and Dice."""
+    from unsupseg.core.imageio import read_image, read_mask
+    from unsupseg.core.metrics import dice, iou, iou_any_polarity
+
+    from .heldout import blur_otsu, otsu
+
+    results = {}
     for name, fn in (
         ("Otsu", otsu),
         ("Gaussian blur (sigma 1) + Otsu", lambda x: blur_otsu(x, 1.0)),

@@ -69,6 +69,8 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def main() -> None:
+    # One function on purpose: the scale test is a script read top to bottom (generate, run
+    # locally, run on the Ray cluster, compare), as the module docstring lists it.
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20_000, help="images to generate")
     ap.add_argument("--model", help="ONNX model  [default: the packaged model]")

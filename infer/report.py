@@ -49,7 +49,6 @@ import numpy as np
 
 from unsupseg.core.atomic import atomic_text
 from unsupseg.core.errors import ImageReadError, OutputError
-from unsupseg.core.files import MaskIndex  # noqa: F401  (re-exported for callers of the old name)
 from unsupseg.core.imageio import read_mask
 from unsupseg.core.metrics import dice, iou, iou_any_polarity
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from unsupseg.core import Normalization
-from unsupseg.infer.report import MaskIndex
+from unsupseg.core.files import MaskIndex
 from unsupseg.train import folder as folder_mod
 from unsupseg.train.data import DataError, generate
 from unsupseg.train.folder import (

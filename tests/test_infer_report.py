@@ -8,8 +8,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+from unsupseg.core.files import MaskIndex
 from unsupseg.core.imageio import read_mask, write_mask
-from unsupseg.infer.report import CaseResult, MaskIndex, Report, evaluate
+from unsupseg.infer.report import CaseResult, Report, evaluate
 
 
 @pytest.fixture

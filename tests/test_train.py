@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from unsupseg.train.checkpoint import load_checkpoint
 from unsupseg.train.cli import main as segtrain
-from unsupseg.train.loop import batch_iou_any_polarity
+from unsupseg.train.metrics import batch_iou_any_polarity
 
 TINY = ["--width", "4", "--epochs", "3", "--no-plots", "-q", "--threads", "1"]
 

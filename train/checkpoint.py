@@ -19,8 +19,11 @@ from pathlib import Path
 
 import torch
 
+from unsupseg import __version__
+from unsupseg.core.atomic import atomic_path
 from unsupseg.core.errors import ModelFileError
 from unsupseg.core.modelcard import ModelCard
+from unsupseg.train.config import TrainConfig
 from unsupseg.train.model import ModelConfig, build_model
 
 CHECKPOINT_FORMAT = "unsupseg-checkpoint/1"
@@ -29,10 +32,30 @@ REQUIRED_KEYS = ("model_config", "state_dict", "card")
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary name beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def weights_checkpoint(net: torch.nn.Module, cfg: TrainConfig, metrics: dict, epoch: int) -> dict:
+    """What model.pt and best.pt hold: ``net``'s weights after ``epoch`` epochs, with a model
+    card whose IoU comes from the metrics row ``metrics`` (NaN already turned into None)."""
+    mcfg = cfg.model_config()
+    card = ModelCard(
+        arch=mcfg.arch,
+        width=mcfg.width,
+        package_version=__version__,
+        normalization=cfg.normalization(),
+        train_iou=metrics.get("train_iou_mean"),
+        test_iou=metrics.get("test_iou_mean"),
+    )
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": mcfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "card": card.to_dict(),
+        "train_config": cfg.to_dict(),
+        "epoch": epoch,
+    }
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

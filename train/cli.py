@@ -131,6 +131,8 @@ Example:
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.version_option(__version__, prog_name="segtrain")
+# Long because each option is a parameter and passes on to make_config; the steps are few:
+# --save-data, usage checks, run_training, report.
 def main(
     data,
     masks,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unsupseg.core.atomic import replacing
 from unsupseg.core.errors import UnsupsegError
 from unsupseg.core.normalize import Normalization
 
@@ -116,10 +117,8 @@ def builtin_splits(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def save_npz(path: str | os.PathLike, splits: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.part.npz")
-    np.savez_compressed(tmp, **{k: splits[k] for k in NPZ_KEYS})
-    os.replace(tmp, path)
+    with replacing(path) as (fd, _), open(fd, "wb") as f:  # a file object: savez adds no ".npz"
+        np.savez_compressed(f, **{k: splits[k] for k in NPZ_KEYS})
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:

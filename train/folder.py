@@ -1,28 +1,10 @@
-"""Training on a folder of images, streamed from disk.
+"""Training on a folder of images, streamed from disk (``segtrain --data DIR``).
 
-``segtrain --data DIR`` must work on folders far larger than memory (a million files),
-so nothing here holds the whole folder:
-
-* ``FileIndex`` lists the images once into a temporary file (relative paths, one per
-  line) and keeps only a memory-mapped array of line offsets: 8 bytes per file.
-* ``FolderCropDataset`` reads an image when a sample needs it, normalises it, takes a
-  random crop and applies the noisier-input view and the augmentation. A bounded LRU
-  cache (``cache_mb``, split between DataLoader workers) keeps recently read images, so
-  a folder that fits in the budget is decoded once, and one that does not streams.
-* ``EpochSampler`` decides which files an epoch sees: it walks a random permutation of
-  all files and continues it across epochs, so with more files than samples per epoch
-  successive epochs see fresh files and every file is seen before any is repeated.
-  In a multi-process (DDP) run each rank takes every ``world``-th sample.
-
-Every random choice of a sample (page, crop position, noise, augmentation) comes from
-its global sample number and the run's seed, so a run is reproducible whatever the
-number of DataLoader workers or ranks, and ``--resume`` continues the same stream.
-
-Evaluation ("test" metrics each epoch) uses up to ``eval_images`` whole images spread
-evenly over the folder; they are the only images held in memory for the whole run.
-
-A file that cannot be read is reported once (file and reason) and its samples are
-taken from the next readable file; the run stops only if no file can be read.
+``FileIndex`` lists the image files once, onto disk; ``EpochSampler`` chooses the files
+each epoch sees; ``FolderCropDataset`` reads, normalises and crops them when a sample
+needs them, through a bounded cache. A sample's random choices derive from its number
+and the seed, so the result does not depend on the number of workers or ranks. A file
+that cannot be read is reported once and its samples come from the next readable file.
 """
 
 from __future__ import annotations
@@ -42,22 +24,22 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from unsupseg.core.errors import ImageReadError
-from unsupseg.core.imageio import IMAGE_SUFFIXES, is_image_path, read_image, read_mask
+from unsupseg.core.files import MaskIndex, iter_image_files
+from unsupseg.core.imageio import IMAGE_SUFFIXES, read_image, read_mask
 from unsupseg.core.normalize import Normalization
-from unsupseg.infer.report import MaskIndex
 from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.data import DataError
 
 MB = 1 << 20
+PERMUTATION_SEED_STRIDE = 1_000_003  # permutation p of files is seeded seed * this + p: runs apart
 
 
 # ----------------------------------------------------------------------------- the index
 class FileIndex:
     """The image files under ``root`` (recursively), listed once and kept on disk.
 
-    Order: ``os.walk`` with sub-folders and file names sorted within each folder, hidden
-    ones skipped. That is deterministic (every rank of a multi-process run lists the same
-    files in the same order) and needs only one folder's names in memory at a time.
+    Order: ``core.files.iter_image_files`` (deterministic: every rank of a multi-process
+    run lists the same files in the same order; one folder's names in memory at a time).
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -71,15 +53,10 @@ class FileIndex:
         offsets = array("q", [0])
         try:
             with open(self._paths_file, "wb") as f:
-                for dirpath, dirnames, filenames in os.walk(self.root):
-                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                    rel_dir = os.path.relpath(dirpath, self.root)
-                    prefix = "" if rel_dir == "." else Path(rel_dir).as_posix() + "/"
-                    for name in sorted(filenames):
-                        if is_image_path(Path(name)):
-                            line = (prefix + name + "\n").encode("utf-8")
-                            f.write(line)
-                            offsets.append(offsets[-1] + len(line))
+                for rel in iter_image_files(self.root):
+                    line = (rel + "\n").encode("utf-8", "surrogateescape")  # any name the OS allows
+                    f.write(line)
+                    offsets.append(offsets[-1] + len(line))
             self._n = len(offsets) - 1
             np.asarray(offsets, dtype=np.int64).tofile(self._dir / "offsets.bin")
             del offsets
@@ -105,7 +82,7 @@ class FileIndex:
             raise IndexError(i)
         self._open()
         start, end = int(self._offsets[i]), int(self._offsets[i + 1])
-        return PurePosixPath(os.pread(self._fd, end - start - 1, start).decode("utf-8"))
+        return PurePosixPath(os.pread(self._fd, end - start - 1, start).decode("utf-8", "surrogateescape"))
 
     def path(self, i: int) -> Path:
         return self.root / self.rel(i)
@@ -150,7 +127,7 @@ class EpochSampler(Sampler):
 
     def _perm(self, p: int) -> torch.Tensor:
         if self._perm_cache is None or self._perm_cache[0] != p:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
+            g = torch.Generator().manual_seed(self.seed * PERMUTATION_SEED_STRIDE + p)
             self._perm_cache = (p, torch.randperm(self.n, generator=g))
         return self._perm_cache[1]
 
