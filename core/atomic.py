@@ -223,3 +223,21 @@ def stale_temp(filename: str, gone_owners: frozenset[str] = frozenset()) -> bool
     if machine not in ("", _MACHINE) or not pid.isdigit():
         return False
     return int(pid) != os.getpid() and not pid_alive(int(pid))
+
+
+def remove_stale_temps(folder: str | os.PathLike, gone_owners: frozenset[str] = frozenset()) -> list[str]:
+    """Remove the temporary files under ``folder`` (hidden sub-folders skipped) whose writer is
+    gone for sure (``stale_temp``); returns their paths. A file that vanishes meanwhile (another
+    run removed it) is skipped; any other OSError is raised."""
+    removed = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX) and stale_temp(name, gone_owners):
+                path = os.path.join(dirpath, name)
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+    return removed

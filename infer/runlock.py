@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from unsupseg.core.atomic import TEMP_SUFFIX, owner_tag, stale_temp
+from unsupseg.core.atomic import owner_tag, remove_stale_temps
 from unsupseg.core.errors import UnsupsegError
 from unsupseg.infer.faults import output_error
 from unsupseg.infer.runfiles import RunFiles
@@ -174,16 +174,7 @@ class RunLock:
             owner = self.previous.get("owner")
             if isinstance(owner, str) and owner != self.owner:
                 gone = frozenset([owner])
-        for dirpath, dirnames, filenames in os.walk(self.files.folder):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.startswith(".") and name.endswith(TEMP_SUFFIX) and stale_temp(name, gone):
-                    path = os.path.join(dirpath, name)
-                    try:
-                        os.unlink(path)
-                    except FileNotFoundError:  # a run of another shard removed it first
-                        continue
-                    self.removed.append(path)
+        self.removed = remove_stale_temps(self.files.folder, gone)
         if self.removed:
             killed = f" by a run that was killed or stopped (pid {self.previous.get('pid')})" if gone else ""
             log.warning(

@@ -15,6 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from unsupseg.core.atomic import owner_tag
 from unsupseg.train.checkpoint import load_checkpoint
 from unsupseg.train.cli import main as segtrain
 
@@ -62,8 +63,14 @@ def test_kill_9_mid_epoch_then_resume_gives_the_same_weights(tmp_path, npz, unin
     # in epoch 2 (or 3, on a slow machine): an epoch saved, the run not finished
     assert load_checkpoint(out / "last.pt")["epoch"] in (1, 2) and not (out / "model.pt").exists()
 
+    # what a kill during a checkpoint's save leaves (planted: the kill rarely lands there)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    (out / f".last.pt.{owner_tag(ended.pid)}.0.part").write_bytes(b"half a checkpoint")
+
     r = CliRunner().invoke(segtrain, ["--out", str(out), "--resume", "-q", "--no-plots", "--threads", "1"])
     assert r.exit_code == 0, r.output
+    assert not list(out.glob(".*.part"))  # the killed run's temporary files are removed
     got, want = (load_checkpoint(run / "model.pt")["state_dict"] for run in (out, uninterrupted))
     assert got.keys() == want.keys()
     diff = max(
