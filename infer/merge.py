@@ -133,6 +133,11 @@ def _merge_into(report: Report, n: int, shards: dict[int, Path]) -> None:
             raise MergeError(
                 f"{path}: not a seginfer summary ({type(e).__name__}: {e}); re-run shard {i}/{n}"
             ) from None
+        if "stopped" in summary:
+            raise MergeError(
+                f"{path}: shard {i}/{n} stopped before its end ({summary['stopped']}); resume it with "
+                f"`seginfer --shard {i}/{n} ... --skip-existing` and merge again"
+            )
         for row in rows:
             if not _BASE_FIELDS <= set(row) <= _ALLOWED_FIELDS:
                 raise MergeError(

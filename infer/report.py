@@ -21,7 +21,16 @@ match). Inputs without a mask are in ``metric_per_case`` with ``mask: null``
 and ``null`` metrics; they are not failures. ``n_skipped`` counts masks left
 in place by ``--skip-existing`` (they are still evaluated against ``--masks``),
 so ``n_images == n_written + n_skipped + n_failed`` unless a ground-truth mask
-itself was unreadable (that input is written *and* failed).
+itself was unreadable (that input is written *and* failed). A run that had to stop
+(its output failed, or it was interrupted) writes the summary of what it did, with
+``"stopped": "why"`` before ``metric_per_case``; a complete run has no such key.
+
+File names are carried losslessly, whatever their bytes: names that are not UTF-8
+reach Python as PEP 383 surrogate escapes (byte 0xE9 -> ``"\udce9"``), which
+summary.json keeps as the JSON escape ``\udce9`` (``os.fsencode(json.loads(...))``
+gives the bytes back) and the CSV files write as the name's own bytes (read them with
+``encoding="utf-8", errors="surrogateescape"``). Names that are UTF-8 are written as
+before, byte for byte.
 
 Objects (``--labels``) and instance ground truth add fields, and only then, so a run
 without them writes the bytes it always wrote:
@@ -152,6 +161,7 @@ class Report:
         self.n_cases = 0
         self.n_objects: int | None = None  # total over the cases that counted objects (--labels)
         self._optional: set[str] = set()  # optional fields some case has
+        self.stopped: str | None = None  # why the run stopped before its end (summary.json "stopped")
 
     def __enter__(self) -> Report:
         return self
@@ -162,6 +172,11 @@ class Report:
     def close(self) -> None:
         """Remove the spool file (if any); the counts stay, the rows are gone."""
         self._spool.close()
+
+    def unspool(self, max_rows: int = 100_000) -> bool:
+        """Move the rows from the spool file into memory and remove the file, when there are at
+        most ``max_rows`` cases: a run stopped by a full disk frees the spool's space for its summary."""
+        return self.n_cases <= max_rows and self._spool.to_memory()
 
     @property
     def cases(self) -> list[CaseResult]:
@@ -231,45 +246,44 @@ class Report:
             "failed": failed,
             "mean": self.mean(),
             **({"n_objects": self.n_objects} if self.n_objects is not None else {}),
+            **({"stopped": self.stopped} if self.stopped is not None else {}),
             **({"metric_per_case": [case_row(c) for c in self.sorted_cases()]} if with_cases else {}),
         }
 
     def write(
         self, summary_path: Path, csv_path: Path | None = None, tables: dict[str, Path] | None = None
     ) -> None:
-        """Write summary.json (and report.csv, and each table's CSV) atomically, one row at a time.
-
-        The text is what ``json.dumps(self.summary(), indent=2)`` gives, but the per-case
-        rows are encoded and written one by one (streamed from the spool), so memory
-        stays flat however many inputs there were.
-        """
+        """Write summary.json (and report.csv, and each table's CSV) atomically, one row at a time."""
         for name, path in (tables or {}).items():
             self.write_table(name, path)
-        with atomic_text(summary_path) as f:
-            head = self.summary(with_cases=False)
-            text = json.dumps({**head, "metric_per_case": []}, indent=2)
+        self.write_summary(summary_path)
+        if csv_path is not None:
+            self.write_csv(csv_path)
+
+    def write_summary(self, path: Path) -> None:
+        """summary.json, atomically. The text is what ``json.dumps(self.summary(), indent=2)``
+        gives, but the per-case rows are encoded and written one by one (streamed from the
+        spool), so memory stays flat however many inputs there were."""
+        head = self.summary(with_cases=False)
+        text = json.dumps({**head, "metric_per_case": []}, indent=2)
+        with atomic_text(path) as f:
             if not self.n_cases:
                 f.write(text + "\n")
-            else:
-                f.write(text[: text.rindex("[]")] + "[")
-                for i, c in enumerate(self.sorted_cases()):
-                    row = json.dumps(case_row(c), indent=2).replace("\n", "\n    ")
-                    f.write(("," if i else "") + "\n    " + row)
-                f.write("\n  ]\n}\n")
-        if csv_path is not None:
-            with atomic_text(csv_path) as f:
-                writer = csv.DictWriter(f, fieldnames=self.csv_fields, lineterminator="\n")
-                writer.writeheader()
-                for c in self.sorted_cases():
-                    writer.writerow(case_row(c))
+                return
+            f.write(text[: text.rindex("[]")] + "[")
+            for i, c in enumerate(self.sorted_cases()):
+                row = json.dumps(case_row(c), indent=2).replace("\n", "\n    ")
+                f.write(("," if i else "") + "\n    " + row)
+            f.write("\n  ]\n}\n")
+
+    def write_csv(self, path: Path) -> None:
+        """report.csv, atomically, one row per case sorted by input."""
+        _write_csv(path, self.csv_fields, (case_row(c) for c in self.sorted_cases()))
 
     def write_table(self, name: str, path: Path) -> None:
         """One per-run table as CSV (its columns, rows sorted by input), atomically."""
-        with atomic_text(path) as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(self.tables[name])
-            for row in self._spool.table(name):
-                writer.writerow(row)
+        cols = self.tables[name]
+        _write_csv(path, cols, (dict(zip(cols, row, strict=True)) for row in self._spool.table(name)))
 
     def table(self) -> str:
         """A short text table: counts, objects, and mean metrics when masks were matched."""
@@ -294,3 +308,16 @@ class Report:
                     f"{n_missing} input(s) had no matching mask (listed in summary.json with mask null)"
                 )
         return "\n".join(lines)
+
+
+def _write_csv(path: Path, fields: Sequence[str], rows) -> None:
+    """A CSV of dict rows, atomically; names that are not UTF-8 as their own bytes (module docstring)."""
+    with atomic_text(path, errors="surrogateescape") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n")
+        # csv quotes a field with a newline but not one with a carriage return (it only looks for
+        # the line terminator's characters): a row with one quotes every field
+        quoted = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        for row in rows:
+            cr = any(isinstance(v, str) and "\r" in v for v in row.values())
+            (quoted if cr else writer).writerow(row)

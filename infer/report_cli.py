@@ -2,7 +2,9 @@
 
 A thin layer over ``unsupseg.infer.merge``. Exit codes follow ``seginfer``:
 0 all inputs written, 1 the merged report has failed inputs, 2 usage error
-(no shard files, shards missing, mixed runs, summary.json already there).
+(no shard files, shards missing or stopped, mixed runs, summary.json already there,
+another run of summary.json into the folder is on), 3 the report could not be
+written (the folder is full, read-only, removed, permission denied).
 """
 
 from __future__ import annotations
@@ -32,15 +34,34 @@ def main(folder, overwrite, quiet):
     are left in place.
 
     Exit codes: 0 merged and no input failed, 1 merged and some inputs failed (listed
-    in summary.json), 2 usage error.
+    in summary.json), 2 usage error, 3 the report could not be written (full, read-only
+    or removed folder, permission denied; nothing partial is left).
     """
-    from unsupseg.infer.merge import MergeError, merge_shards
+    from unsupseg.core.errors import OutputError
     from unsupseg.infer.runfiles import RunFiles
+    from unsupseg.infer.runlock import RunLock, RunLockedError
 
-    files = RunFiles(folder)
+    files = RunFiles(folder)  # summary.json, report.csv: the run files of an unsharded seginfer
+    try:
+        with RunLock(files):
+            _merge(files, overwrite, quiet)
+    except RunLockedError as e:
+        raise click.UsageError(str(e)) from None
+    except (OutputError, OSError) as e:
+        from unsupseg.infer.faults import why
+
+        click.echo(
+            f"segreport: stopped: cannot write the merged report into {folder}: {why(e, folder)}", err=True
+        )
+        sys.exit(3)
+
+
+def _merge(files, overwrite: bool, quiet: bool) -> None:
+    from unsupseg.infer.merge import MergeError, merge_shards
+
     summary, csv = files.summary, files.report
     try:  # the rows go to a hidden temporary file in FOLDER, removed at the end
-        merged = merge_shards(folder, spool=files.spool())
+        merged = merge_shards(files.folder, spool=files.spool())
     except MergeError as e:
         raise click.UsageError(str(e)) from None
     with merged.report as report:

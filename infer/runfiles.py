@@ -2,9 +2,11 @@
 
     summary.json   always             report.csv   with --masks        seginfer.json   the manifest
     objects.csv    with --labels (a per-run table: ``table("objects")``)
+    .seginfer.lock while a run of these files is on (runlock.py), removed when it ends
 
 A shard ``--shard I/N`` adds ``-shard-I-of-N`` to each name, so shards writing into
-one folder never clobber each other; ``segreport`` merges them into the plain names.
+one folder never clobber each other (nor wait for each other's lock); ``segreport``
+merges them into the plain names.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ class RunFiles:
     def table(self, name: str) -> Path:
         """The CSV of a per-run table (``objects`` -> ``objects.csv``)."""
         return Path(self.folder) / f"{name}{self.suffix}.csv"
+
+    @property
+    def lock(self) -> Path:
+        """The run lock of these files (hidden; it holds the live run's record)."""
+        return Path(self.folder) / f".seginfer{self.suffix}.lock"
 
     def spool(self) -> Path:
         """A fresh hidden temporary file beside the summary for the run's spooled rows."""
