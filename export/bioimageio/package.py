@@ -63,6 +63,8 @@ import numpy as np
 from unsupseg import __version__
 from unsupseg.core.errors import OutputExistsError
 from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
+from unsupseg.export.bioimageio.citations import CITATIONS
+from unsupseg.export.bioimageio.readme import readme_text
 from unsupseg.export.export import OPSET, ExportError, export_onnx
 
 EXTRA_HINT = "install the extra: pip install 'unsupseg[bioimageio]'"
@@ -71,20 +73,6 @@ MAX_TEST_SIZE = 512  # a given test image is centre-cropped to at most this side
 COVER_PANEL = 256  # pixels per cover panel side
 SCALE_RANGE_EPS = 1e-6  # the spec's default epsilon in (x - lo) / (hi - lo + eps)
 ONNX_DEVICE = "CPUExecutionProvider"  # the package is tested where seginfer's parity is checked
-
-CITATIONS = (
-    (
-        "Chan, T. F. and Vese, L. A. Active contours without edges. IEEE Transactions on "
-        "Image Processing 10(2), 266-277 (2001): the energy the network minimises.",
-        "10.1109/83.902291",
-    ),
-    (
-        "Kim, B. and Ye, J. C. Mumford-Shah loss functional for image segmentation with deep "
-        "learning. IEEE Transactions on Image Processing 29, 1856-1866 (2020): training a "
-        "network by minimising it, without labels.",
-        "10.1109/TIP.2019.2941265",
-    ),
-)
 
 
 @dataclass
@@ -136,7 +124,7 @@ def load_test_image(path: str | os.PathLike, multiple: int) -> np.ndarray:
     return np.ascontiguousarray(image[y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
 
 
-# ----------------------------------------------------------------------------- cover and README
+# ----------------------------------------------------------------------------- cover
 def _cover(norm: np.ndarray, mask: np.ndarray, path: Path) -> None:
     """Two square panels side by side (2:1, as bioimage.io asks): the normalised image, and the
     mask in colour over it; a non-square image is fitted into each panel on black."""
@@ -153,144 +141,6 @@ def _cover(norm: np.ndarray, mask: np.ndarray, path: Path) -> None:
         im = Image.fromarray(panel.astype(np.uint8)).resize(size, Image.NEAREST)
         cover.paste(im, (i * COVER_PANEL + (COVER_PANEL - size[0]) // 2, (COVER_PANEL - size[1]) // 2))
     cover.save(path, format="PNG")
-
-
-def _fmt(value: float | None) -> str:
-    return "not measured" if value is None else f"{value:.1f}%"
-
-
-def _ordinal(x: float) -> str:
-    if x != int(x):
-        return f"{x:g}th"
-    n = int(x)
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _training_data(train: dict) -> tuple[str, str]:
-    """(what the model was trained on, what its held-out figure was measured on)."""
-    data = train.get("data")
-    if not data:
-        return (
-            "the built-in generated data: 1000 training images of 32x32 pixels, each with one or two "
-            "shapes (ellipses, rectangles, polygons, smooth blobs), bright or dark on the opposite "
-            "background, plus Gaussian noise (sigma 0.05 to 0.5 for a contrast of 1)",
-            "the 1000 test images of the built-in data, drawn with another seed and never trained on",
-        )
-    name = Path(data).name
-    if str(data).endswith(".npz"):
-        return f"the `image_train` images of `{name}`", f"the `image_test` images of `{name}`, not trained on"
-    return (
-        f"the unlabeled images of the folder `{name}`",
-        f"whole images of `{name}` scored against the masks of `--masks` (the network trained on "
-        "these images without their masks: not independent of training)",
-    )
-
-
-def readme_text(card: ModelCard, train: dict, epochs: int | None, opset: int, name: str) -> str:
-    """The package's documentation (README.md): what the model does, how it was trained, its figures."""
-    norm = card.normalization
-    clip = ", clipped to [0, 1] (`clip`)" if norm.clip else ""
-    trained_on, held_out = _training_data(train)
-    t, rule, m = card.threshold, card.polarity, card.size_multiple
-    lo, hi = _ordinal(norm.low), _ordinal(norm.high)
-    version = card.package_version or __version__
-    epochs = "?" if epochs is None else epochs
-    tc = {k: train.get(k, "?") for k in ("preset", "batch_size", "optimizer", "lr", "schedule", "augment")}
-    tc.update({k: train.get(k, "?") for k in ("input_noise", "alpha")})
-    sha = card.checkpoint_sha256 or "?"
-    return f"""# {name}
-
-Unsupervised binary segmentation of 2-D gray images. The network splits each image into two
-regions (objects and background) and outputs, per pixel, the probability of its region 1.
-It was trained **without labels**, by minimising a Chan-Vese energy, with unsupseg
-{version} ({card.arch} network, width {card.width}).
-
-## Input and output
-
-* Input `{INPUT_NAME}`: (batch, channel = 1, y, x), one gray channel, any intensity range and
-  data type. y and x must be multiples of {m}: pad other sizes (unsupseg pads by reflection)
-  and crop the output.
-* Pre-processing: per image, the {lo} and {hi} percentiles are mapped to 0 and 1
-  (`scale_range`){clip}.
-* Output `{OUTPUT_NAME}`: (batch, channel = 1, y, x), float32 in [0, 1], the probability of the
-  network's region 1. The network ends in a sigmoid, so there is no post-processing.
-* Mask: the pixels with probability >= {t:g}. The threshold is documented here and in
-  `config.unsupseg`, not applied as a post-processing step, because which region is the
-  object is decided per image (next section).
-
-## Which region is the object (polarity)
-
-Trained without labels, the network separates two regions but does not know which one is the
-object. unsupseg's `seginfer` decides it per image with the rule `{rule}`:
-{_polarity_text(rule)}
-**This rule cannot be expressed in the bioimage.io model description**, so tools that run this
-package show the probability of the network's region 1 as it is; on some images region 1
-is the background.
-
-To get the mask unsupseg writes: threshold the probability at {t:g}; then, for the rule `bright`,
-invert the mask if the mean intensity inside it is lower than outside (for `dark`: higher).
-Or run the ONNX file of this package with `seginfer --model weights.onnx`, which applies the rule.
-
-## Training (no labels)
-
-For an image I (normalised as above) and the network's output u = f(I) in [0, 1] over n pixels,
-training minimised
-
-    a = sum(I u) / sum(u),  b = sum(I (1 - u)) / sum(1 - u)
-    fidelity = (1/n) sum( u (I - a)^2 + (1 - u) (I - b)^2 )
-    TV = (1/n) sum( |u(x+1, y) - u(x, y)| + |u(x, y+1) - u(x, y)| )
-    loss = fidelity + alpha TV,  alpha = {tc["alpha"]}
-
-averaged over each batch: the Chan-Vese two-region fit with a total-variation penalty on the
-boundary. No masks were used for training.
-
-* Data: {trained_on}.
-* Preset `{tc["preset"]}`: {epochs} epochs, batch {tc["batch_size"]}, optimiser {tc["optimizer"]}
-  (learning rate {tc["lr"]}, schedule {tc["schedule"]}), augmentation `{tc["augment"]}`, extra
-  input noise up to {tc["input_noise"]} x the image range (the network sees a noisier image
-  than the loss measures).
-* Weights: ONNX, opset {opset}, exported from the checkpoint with sha256 `{sha}` and
-  checked against torch with onnxruntime.
-
-## Validation
-
-The checkpoint's final figures, polarity-free IoU (the better of the mask and its complement
-against the ground-truth mask, mean over images; masks were used only for this score):
-
-| images | IoU |
-|---|---|
-| {held_out} | {_fmt(card.test_iou)} |
-| training | {_fmt(card.train_iou)} |
-
-To validate on your own annotated images:
-`seginfer --input images/ --masks masks/ --output out/ --model weights.onnx`
-writes `summary.json` with the mean IoU and Dice. The test output of this package was computed by
-unsupseg's own normalisation and onnxruntime session; `bioimageio test` reproduces it from the test
-input through the pre-processing above.
-
-## Limitations
-
-The model sees one gray channel and splits it into exactly two regions; images with more than
-two intensity classes, or objects that differ from the background only in texture, are split
-into whichever two regions have the lowest energy. Check it on your own images before relying on it.
-
-## Citation
-
-{_citation_text()}
-"""
-
-
-def _polarity_text(rule: str) -> str:
-    return {
-        "bright": "the region with the higher mean intensity is the object.",
-        "dark": "the region with the lower mean intensity is the object.",
-        "model": "the network's region 1 is the object, as it is.",
-    }[rule]
-
-
-def _citation_text() -> str:
-    return "\n".join(f"* {text} doi:{doi}" for text, doi in CITATIONS)
 
 
 # ----------------------------------------------------------------------------- description
