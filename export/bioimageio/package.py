@@ -60,10 +60,9 @@ from pathlib import Path
 
 import numpy as np
 
-from unsupseg import __version__
 from unsupseg.core.errors import OutputExistsError
-from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
-from unsupseg.export.bioimageio.citations import CITATIONS
+from unsupseg.core.modelcard import ModelCard
+from unsupseg.export.bioimageio.description import build_description
 from unsupseg.export.bioimageio.readme import readme_text
 from unsupseg.export.export import OPSET, ExportError, export_onnx
 
@@ -71,7 +70,6 @@ EXTRA_HINT = "install the extra: pip install 'unsupseg[bioimageio]'"
 TEST_SIZE = 128  # side of the generated test image
 MAX_TEST_SIZE = 512  # a given test image is centre-cropped to at most this side
 COVER_PANEL = 256  # pixels per cover panel side
-SCALE_RANGE_EPS = 1e-6  # the spec's default epsilon in (x - lo) / (hi - lo + eps)
 ONNX_DEVICE = "CPUExecutionProvider"  # the package is tested where seginfer's parity is checked
 
 
@@ -141,154 +139,6 @@ def _cover(norm: np.ndarray, mask: np.ndarray, path: Path) -> None:
         im = Image.fromarray(panel.astype(np.uint8)).resize(size, Image.NEAREST)
         cover.paste(im, (i * COVER_PANEL + (COVER_PANEL - size[0]) // 2, (COVER_PANEL - size[1]) // 2))
     cover.save(path, format="PNG")
-
-
-# ----------------------------------------------------------------------------- description
-def build_description(
-    card: ModelCard,
-    train: dict,
-    epochs: int | None,
-    files: dict[str, Path],
-    opset: int,
-    name: str,
-    authors: tuple[str, ...],
-    n_parameters: int | None = None,
-):
-    """The bioimageio.spec ModelDescr (format 0.5) for the files in ``files``.
-
-    ``files``: onnx, test_input, test_output, sample_input, sample_output, cover, readme.
-    """
-    from bioimageio.spec.model.v0_5 import (
-        Author,
-        AxisId,
-        BatchAxis,
-        BioimageioConfig,
-        ChannelAxis,
-        CiteEntry,
-        ClipDescr,
-        ClipKwargs,
-        Config,
-        Doi,
-        FileDescr,
-        Identifier,
-        InputTensorDescr,
-        IntervalOrRatioDataDescr,
-        LicenseId,
-        ModelDescr,
-        OnnxWeightsDescr,
-        OutputTensorDescr,
-        ParameterizedSize,
-        ScaleRangeDescr,
-        ScaleRangeKwargs,
-        SizeReference,
-        SpaceInputAxis,
-        SpaceOutputAxis,
-        TensorId,
-        TrainingDetails,
-        WeightsDescr,
-    )
-
-    norm = card.normalization
-    if norm.high <= 1.0:
-        raise ExportError(
-            f"the upper normalisation percentile {norm.high:g} cannot be written as a bioimage.io "
-            "scale_range (it needs max_percentile > 1); retrain with --norm-percentiles LOW HIGH, HIGH > 1"
-        )
-    m = int(card.size_multiple)
-    image_id, prob_id = TensorId(INPUT_NAME), TensorId(OUTPUT_NAME)
-    preprocessing = [
-        ScaleRangeDescr(
-            kwargs=ScaleRangeKwargs(
-                axes=[AxisId("y"), AxisId("x")],
-                min_percentile=norm.low,
-                max_percentile=norm.high,
-                eps=SCALE_RANGE_EPS,
-            )
-        )
-    ]
-    if norm.clip:
-        preprocessing.append(ClipDescr(kwargs=ClipKwargs(min=0.0, max=1.0)))
-    image = InputTensorDescr(
-        id=image_id,
-        description="gray image, any range; y and x multiples of the size step",
-        axes=[
-            BatchAxis(),
-            ChannelAxis(channel_names=[Identifier("gray")]),
-            SpaceInputAxis(id=AxisId("y"), size=ParameterizedSize(min=m, step=m)),
-            SpaceInputAxis(id=AxisId("x"), size=ParameterizedSize(min=m, step=m)),
-        ],
-        test_tensor=FileDescr(source=files["test_input"]),
-        sample_tensor=FileDescr(source=files["sample_input"]),
-        data=IntervalOrRatioDataDescr(type="float32"),
-        preprocessing=preprocessing,
-    )
-    prob = OutputTensorDescr(
-        id=prob_id,
-        description=f"probability of region 1; mask: >= {card.threshold:g}, polarity: see README"[:128],
-        axes=[
-            BatchAxis(),
-            ChannelAxis(channel_names=[Identifier("region1")]),
-            SpaceOutputAxis(id=AxisId("y"), size=SizeReference(tensor_id=image_id, axis_id=AxisId("y"))),
-            SpaceOutputAxis(id=AxisId("x"), size=SizeReference(tensor_id=image_id, axis_id=AxisId("x"))),
-        ],
-        test_tensor=FileDescr(source=files["test_output"]),
-        sample_tensor=FileDescr(source=files["sample_output"]),
-        data=IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-    )
-    tags = ["unsupervised", "chan-vese", "binary-segmentation", "semantic-segmentation", "2d", "onnx"]
-    if card.arch == "unet":
-        tags.append("unet")
-    training = TrainingDetails(
-        training_preprocessing=(
-            f"per-image percentile normalisation ({norm.low:g}, {norm.high:g}); augmentation "
-            f"{train.get('augment', '?')}; extra input noise {train.get('input_noise', '?')} x range"
-        ),
-        training_epochs=epochs,
-        training_batch_size=train.get("batch_size"),
-        initial_learning_rate=train.get("lr"),
-        learning_rate_schedule=train.get("schedule"),
-        loss_function="Chan-Vese energy: two-region fidelity + alpha * total variation (no labels)",
-        loss_function_kwargs={"alpha": train.get("alpha")},
-        optimizer=train.get("optimizer"),
-        optimizer_kwargs={"weight_decay": train.get("weight_decay")},
-    )
-    config = Config(
-        bioimageio=BioimageioConfig(
-            architecture_type=f"{card.arch} width {card.width}",
-            architecture_description=(
-                "encoder-decoder CNN ending in a sigmoid; input height and width multiples of "
-                f"{card.size_multiple}"
-            ),
-            task="binary semantic segmentation",
-            model_parameter_count=n_parameters,
-            training=training,
-        ),
-        unsupseg={"model_card": card.to_dict(), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME},
-    )
-    return ModelDescr(
-        name=name,
-        description=(
-            "Unsupervised binary segmentation of 2-D gray images trained without labels by minimising "
-            f"a Chan-Vese energy (unsupseg). Output: probability of region 1; mask at >= "
-            f"{card.threshold:g}; which region is the object is chosen per image (see README)."
-        ),
-        authors=[Author(name=a) for a in authors],
-        cite=[CiteEntry(text=text, doi=Doi(doi)) for text, doi in CITATIONS],
-        license=LicenseId("MIT"),
-        tags=tags,
-        documentation=FileDescr(source=files["readme"]),
-        covers=[FileDescr(source=files["cover"])],
-        inputs=[image],
-        outputs=[prob],
-        weights=WeightsDescr(
-            onnx=OnnxWeightsDescr(
-                source=files["onnx"],
-                opset_version=opset,
-                comment=f"exported by unsupseg {__version__} (torch.onnx, dynamo), checked against torch",
-            )
-        ),
-        config=config,
-    )
 
 
 # ----------------------------------------------------------------------------- test
