@@ -1,52 +1,9 @@
-"""Checkpoint -> bioimage.io model package (model description format 0.5), tested before it is kept.
+"""``export_bioimageio``: checkpoint -> tested bioimage.io model package (.zip), written atomically.
 
-deepImageJ, ilastik, QuPath, napari and bioimageio.core load models through the
-bioimage.io model description: an ``rdf.yaml`` beside the weights, test tensors,
-pre/post-processing, a cover and a README, zipped into one package. This module
-builds that description with ``bioimageio.spec``'s own model description classes
-(``bioimageio.spec.model.v0_5``), never hand-written YAML, and packages it with
-``save_bioimageio_package``:
-
-* weights: the ONNX file ``export_onnx`` writes and verifies against torch (what
-  ``segexport MODEL.pt MODEL.onnx`` writes, model card in its metadata), with its opset;
-* input ``image``: axes batch (free), channel (1), y and x with a parameterized size
-  ``min + n * step`` where min and step are the model's size multiple (8);
-* pre-processing: the model card's normalisation in the spec's own terms, a per-image
-  percentile ``scale_range`` over (y, x) with the card's percentiles, then ``clip`` to
-  [0, 1] (the spec's scale_range adds ``eps`` = 1e-6 to the denominator: a relative
-  difference of 1e-6 / (p_high - p_low) from seginfer, below the parity tolerance for
-  any image whose percentile range is not tiny);
-* output ``prob``: the same axes, y and x sized by reference to the input;
-* test tensors: a generated image (or ``test_image``) and the probability that
-  seginfer's own normalisation and onnxruntime session give for it, so the zoo's
-  reproduction test also checks that the spec's pre-processing matches seginfer's;
-* a cover (the test image, and its seginfer mask over it) and a README naming what the
-  model does, how it was trained without labels and on what, its held-out figures, the
-  polarity rule and the citation of the method.
-
-The package is then run through ``bioimageio.core.test_description`` (format
-validation and reproduction of the test outputs, the check the model zoo runs) on the
-CPU, and written (renamed into place) only if that passes.
-
-Decisions:
-
-* **The threshold is documented metadata, not a ``binarize`` step.** The network ends in
-  a sigmoid, so its one output already is the probability (no ``sigmoid``
-  post-processing: that would apply it twice). A ``binarize`` output would be the
-  network's region 1, and which region is the object is decided per image by seginfer's
-  polarity rule, which the spec cannot express: such a "mask" would be the background on
-  the images where the rule flips it. A probability map is what pixel-classification
-  tools such as ilastik and QuPath work with (they threshold it themselves), deepImageJ
-  shows it as an image that thresholds at the documented value to the mask, and a
-  continuous output keeps the zoo's reproduction test meaningful, where a binarized one
-  flips pixels that lie within rounding error of the threshold. The threshold and the polarity
-  rule are in the output's description, in ``config.unsupseg`` (the whole model card),
-  in the README, and in the ONNX file's own metadata.
-* **Polarity** (foreground = the brighter region by default, chosen per image) cannot be
-  written in the spec; the package README says so and how to apply it.
-* **Offline.** Nothing here needs the network: no URLs in the description (the citations
-  are DOIs, which the spec checks by pattern only), no GitHub user names (those are
-  looked up online), and the package is validated from local files.
+The steps, in a temporary folder beside the output: the verified ONNX file (``export_onnx``),
+the test and sample tensors and the cover (tensors.py, cover.py), the README (readme.py), the
+description (description.py) zipped by ``save_bioimageio_package``, then bioimageio.core's
+test of the zip on the CPU; the zip is renamed into place only if that passes.
 """
 
 from __future__ import annotations
@@ -62,15 +19,23 @@ import numpy as np
 
 from unsupseg.core.errors import OutputExistsError
 from unsupseg.core.modelcard import ModelCard
+from unsupseg.export.bioimageio.cover import write_cover
 from unsupseg.export.bioimageio.description import build_description
 from unsupseg.export.bioimageio.readme import readme_text
-from unsupseg.export.export import OPSET, ExportError, export_onnx
+from unsupseg.export.bioimageio.tensors import default_test_image, load_test_image, write_test_tensors
+from unsupseg.export.export import OPSET, ExportError, ExportReport, export_onnx
 
 EXTRA_HINT = "install the extra: pip install 'unsupseg[bioimageio]'"
-TEST_SIZE = 128  # side of the generated test image
-MAX_TEST_SIZE = 512  # a given test image is centre-cropped to at most this side
-COVER_PANEL = 256  # pixels per cover panel side
 ONNX_DEVICE = "CPUExecutionProvider"  # the package is tested where seginfer's parity is checked
+FILE_NAMES = {  # the package's members besides rdf.yaml
+    "onnx": "weights.onnx",
+    "test_input": "test_input.npy",
+    "test_output": "test_output.npy",
+    "sample_input": "sample_input.tif",
+    "sample_output": "sample_output.tif",
+    "cover": "cover.png",
+    "readme": "README.md",
+}
 
 
 @dataclass
@@ -83,82 +48,17 @@ class PackageReport:
     format_version: str  # model description format written, e.g. "0.5.12"
 
 
-def _require_bioimageio():
-    try:
-        import bioimageio.core  # noqa: F401
-        import bioimageio.spec  # noqa: F401
-    except ImportError as e:
-        raise ExportError(f"a bioimage.io package needs bioimageio.core ({e}); {EXTRA_HINT}") from e
+@dataclass
+class _Source:
+    """What the package is made from, read before anything is written."""
+
+    train: dict  # the checkpoint's train_config
+    epochs: int | None
+    n_parameters: int
+    name: str  # the package's name
+    image: np.ndarray  # the test image (H, W) float32
 
 
-# ----------------------------------------------------------------------------- test image
-def default_test_image(seed: int = 4) -> np.ndarray:
-    """A generated TEST_SIZE^2 image (the built-in data's shapes and noise) at camera-like intensities.
-
-    The offset and gain make the normalisation visible in the test: raw values are far
-    from [0, 1] and only the pre-processing brings them there.
-    """
-    from unsupseg.train.data import generate
-
-    images, _ = generate(1, TEST_SIZE, TEST_SIZE, sigma=(0.3, 0.3), polarity="bright", seed=seed)
-    return (images[0] * 400.0 + 1000.0).astype(np.float32)
-
-
-def load_test_image(path: str | os.PathLike, multiple: int) -> np.ndarray:
-    """A gray image from ``path``, centre-cropped to a multiple of ``multiple`` (at most MAX_TEST_SIZE).
-
-    Read as seginfer reads it (colour converted to gray); a multi-page file gives its first page.
-    """
-    from unsupseg.core.imageio import read_image
-
-    image = read_image(path)[0]  # (pages, H, W) float32 -> the first page
-    h, w = (min(MAX_TEST_SIZE, s) // multiple * multiple for s in image.shape)
-    if h == 0 or w == 0:
-        raise ExportError(
-            f"{path}: {image.shape[0]}x{image.shape[1]} is smaller than the model's size multiple "
-            f"{multiple}; pass a larger test image"
-        )
-    y0, x0 = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
-    return np.ascontiguousarray(image[y0 : y0 + h, x0 : x0 + w], dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------- cover
-def _cover(norm: np.ndarray, mask: np.ndarray, path: Path) -> None:
-    """Two square panels side by side (2:1, as bioimage.io asks): the normalised image, and the
-    mask in colour over it; a non-square image is fitted into each panel on black."""
-    from PIL import Image
-
-    gray = np.round(np.clip(norm, 0, 1) * 255).astype(np.uint8)
-    rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
-    overlay = rgb.copy()
-    overlay[mask] = 0.5 * rgb[mask] + 0.5 * np.array([255, 64, 160], dtype=np.float32)
-    h, w = gray.shape
-    size = (max(1, round(COVER_PANEL * w / max(h, w))), max(1, round(COVER_PANEL * h / max(h, w))))
-    cover = Image.new("RGB", (2 * COVER_PANEL, COVER_PANEL))
-    for i, panel in enumerate((rgb, overlay)):
-        im = Image.fromarray(panel.astype(np.uint8)).resize(size, Image.NEAREST)
-        cover.paste(im, (i * COVER_PANEL + (COVER_PANEL - size[0]) // 2, (COVER_PANEL - size[1]) // 2))
-    cover.save(path, format="PNG")
-
-
-# ----------------------------------------------------------------------------- test
-def run_bioimageio_test(path: Path, devices: tuple[str, ...] | None = (ONNX_DEVICE,)):
-    """Run bioimageio.core's test of a package: format validation, reproduction of the test
-    outputs, inference at several parameterized sizes. Returns the ValidationSummary."""
-    from bioimageio.core import test_description
-
-    return test_description(path, devices=None if devices is None else list(devices))
-
-
-def _failures(summary) -> str:
-    lines = []
-    for detail in summary.details:
-        if detail.status != "passed":
-            lines.append(f"{detail.name}: " + "; ".join(e.msg for e in detail.errors)[:600])
-    return "\n".join(lines) or summary.format()
-
-
-# ----------------------------------------------------------------------------- entry point
 def export_bioimageio(
     ckpt_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -176,86 +76,68 @@ def export_bioimageio(
     into place only after bioimageio.core's test passed (``verify``); on any error
     nothing is left behind.
     """
+    out_path = _check_output(out_path, overwrite)
+    _require_bioimageio()
+    source = _read_source(ckpt_path, test_image, name)  # typed errors for files that are not ours
+    work = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent))
+    try:
+        files = {k: work / v for k, v in FILE_NAMES.items()}
+        onnx_report = _write_weights(ckpt_path, files["onnx"], opset, verify, log)
+        card = onnx_report.card  # with package version and checkpoint hash
+        opset = _onnx_opset(files["onnx"])
+        norm, prob = write_test_tensors(files, source.image, card)
+        write_cover(norm, prob, card, files["cover"])
+        readme = readme_text(card, source.train, source.epochs, opset, source.name)
+        files["readme"].write_text(readme, encoding="utf-8")
+        zip_path = work / "package.zip"
+        descr = _save_package(zip_path, out_path, card, source, files, opset, authors)
+        status = _test_package(zip_path, out_path, descr.format_version, verify, log)
+        os.replace(zip_path, out_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    size = out_path.stat().st_size
+    log(f"wrote {out_path} ({size / 1e6:.2f} MB, bioimage.io model format {descr.format_version})")
+    return PackageReport(out_path, card, size, onnx_report.max_abs_diff, status, descr.format_version)
+
+
+def _check_output(out_path: str | os.PathLike, overwrite: bool) -> Path:
     out_path = Path(out_path)
     if not out_path.parent.is_dir():
         raise ExportError(f"{out_path.parent}: output folder does not exist; create it first")
     if out_path.exists() and not overwrite:
         raise OutputExistsError(f"{out_path}: exists; pass --overwrite to replace it")
-    _require_bioimageio()
-    from unsupseg.infer.api import apply_polarity
-    from unsupseg.infer.session import OnnxSession
+    return out_path
+
+
+def _require_bioimageio():
+    try:
+        import bioimageio.core  # noqa: F401
+        import bioimageio.spec  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"a bioimage.io package needs bioimageio.core ({e}); {EXTRA_HINT}") from e
+
+
+def _read_source(
+    ckpt_path: str | os.PathLike, test_image: str | os.PathLike | None, name: str | None
+) -> _Source:
     from unsupseg.train.checkpoint import load_model
 
     model, card, ckpt = load_model(ckpt_path)  # typed errors for files that are not ours
-    n_parameters = sum(int(p.numel()) for p in model.parameters())
-    train = dict(ckpt.get("train_config") or {})
-    epochs = ckpt.get("epoch")
-    name = name or f"unsupseg {card.arch} width {card.width}"
-    image = default_test_image() if test_image is None else load_test_image(test_image, card.size_multiple)
-
-    work = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent))
-    try:
-        files = {k: work / v for k, v in _FILE_NAMES.items()}
-        # export_onnx's own "wrote" line would name the temporary folder; its checks are kept
-        onnx_log = lambda m: None if m.startswith("wrote ") else log(m)  # noqa: E731
-        report = export_onnx(ckpt_path, files["onnx"], opset=opset, verify=verify, log=onnx_log)
-        card = report.card  # with package version and checkpoint hash
-        opset = _onnx_opset(files["onnx"])
-
-        # test tensors: seginfer's normalisation and onnxruntime session
-        norm = card.normalization(image)
-        prob = OnnxSession(files["onnx"], device="cpu").run(norm[None, None])
-        np.save(files["test_input"], image[None, None])
-        np.save(files["test_output"], prob)
-        _write_tiff(files["sample_input"], image)
-        _write_tiff(files["sample_output"], prob[0, 0])
-        mask, _ = apply_polarity(norm, prob[0, 0], card.threshold, card.polarity)
-        _cover(norm, mask, files["cover"])
-        files["readme"].write_text(readme_text(card, train, epochs, opset, name), encoding="utf-8")
-
-        from bioimageio.spec import save_bioimageio_package
-
-        tmp_zip = work / "package.zip"
-        try:  # pydantic's ValidationError is a ValueError, and so is an invalid written package
-            descr = build_description(card, train, epochs, files, opset, name, authors, n_parameters)
-            save_bioimageio_package(descr, output_path=tmp_zip)
-        except ValueError as e:
-            raise ExportError(
-                f"{out_path}: the bioimage.io description is not valid ({e}); nothing was written"
-            ) from e
-        status = "skipped"
-        if verify:
-            summary = run_bioimageio_test(tmp_zip)
-            status = summary.status
-            if status != "passed":
-                raise ExportError(
-                    f"{out_path}: bioimageio.core's test of the package did not pass ({status}); "
-                    f"nothing was written:\n{_failures(summary)}"
-                )
-            log(f"  bioimageio.core test: {status} (format {descr.format_version}, test outputs reproduced)")
-        os.replace(tmp_zip, out_path)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    size = out_path.stat().st_size
-    log(f"wrote {out_path} ({size / 1e6:.2f} MB, bioimage.io model format {descr.format_version})")
-    return PackageReport(out_path, card, size, report.max_abs_diff, status, descr.format_version)
+    return _Source(
+        train=dict(ckpt.get("train_config") or {}),
+        epochs=ckpt.get("epoch"),
+        n_parameters=sum(int(p.numel()) for p in model.parameters()),
+        name=name or f"unsupseg {card.arch} width {card.width}",
+        image=default_test_image() if test_image is None else load_test_image(test_image, card.size_multiple),
+    )
 
 
-_FILE_NAMES = {
-    "onnx": "weights.onnx",
-    "test_input": "test_input.npy",
-    "test_output": "test_output.npy",
-    "sample_input": "sample_input.tif",
-    "sample_output": "sample_output.tif",
-    "cover": "cover.png",
-    "readme": "README.md",
-}
-
-
-def _write_tiff(path: Path, array: np.ndarray) -> None:
-    import tifffile
-
-    tifffile.imwrite(path, np.asarray(array, dtype=np.float32), photometric="minisblack")
+def _write_weights(
+    ckpt_path: str | os.PathLike, onnx_path: Path, opset: int, verify: bool, log: Callable[[str], None]
+) -> ExportReport:
+    """export_onnx with its checks; its own "wrote" line would name the temporary folder."""
+    onnx_log = lambda m: None if m.startswith("wrote ") else log(m)  # noqa: E731
+    return export_onnx(ckpt_path, onnx_path, opset=opset, verify=verify, log=onnx_log)
 
 
 def _onnx_opset(path: Path) -> int:
@@ -263,3 +145,59 @@ def _onnx_opset(path: Path) -> int:
 
     proto = onnx.load(str(path), load_external_data=False)
     return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _save_package(
+    zip_path: Path,
+    out_path: Path,
+    card: ModelCard,
+    source: _Source,
+    files: dict[str, Path],
+    opset: int,
+    authors: tuple[str, ...],
+):
+    """Build the description and zip it with its files; returns the ModelDescr."""
+    from bioimageio.spec import save_bioimageio_package
+
+    try:  # pydantic's ValidationError is a ValueError, and so is an invalid written package
+        descr = build_description(
+            card, source.train, source.epochs, files, opset, source.name, authors, source.n_parameters
+        )
+        save_bioimageio_package(descr, output_path=zip_path)
+    except ValueError as e:
+        raise ExportError(
+            f"{out_path}: the bioimage.io description is not valid ({e}); nothing was written"
+        ) from e
+    return descr
+
+
+def _test_package(
+    zip_path: Path, out_path: Path, format_version: str, verify: bool, log: Callable[[str], None]
+) -> str:
+    """bioimageio.core's test of the zip ("skipped" without ``verify``); ExportError unless it passed."""
+    if not verify:
+        return "skipped"
+    summary = run_bioimageio_test(zip_path)
+    if summary.status != "passed":
+        raise ExportError(
+            f"{out_path}: bioimageio.core's test of the package did not pass ({summary.status}); "
+            f"nothing was written:\n{_failures(summary)}"
+        )
+    log(f"  bioimageio.core test: {summary.status} (format {format_version}, test outputs reproduced)")
+    return summary.status
+
+
+def run_bioimageio_test(path: Path, devices: tuple[str, ...] | None = (ONNX_DEVICE,)):
+    """Run bioimageio.core's test of a package: format validation, reproduction of the test
+    outputs, inference at several parameterized sizes. Returns the ValidationSummary."""
+    from bioimageio.core import test_description
+
+    return test_description(path, devices=None if devices is None else list(devices))
+
+
+def _failures(summary) -> str:
+    lines = []
+    for detail in summary.details:
+        if detail.status != "passed":
+            lines.append(f"{detail.name}: " + "; ".join(e.msg for e in detail.errors)[:600])
+    return "\n".join(lines) or summary.format()
