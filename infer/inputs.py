@@ -57,8 +57,11 @@ class Inputs:
     def __len__(self) -> int:
         return len(self.rels)
 
+    def __post_init__(self) -> None:
+        self._root_prefix = _prefix(self.root)  # once: pathlib per input was a cost of the driving process
+
     def src(self, i: int) -> str:
-        return self.srcs[i] if self.srcs is not None else _prefix(self.root) + self.rels[i]
+        return self.srcs[i] if self.srcs is not None else self._root_prefix + self.rels[i]
 
 
 def gather_inputs(input_path: str | os.PathLike, recursive: bool = False) -> Inputs:
