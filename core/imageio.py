@@ -217,6 +217,26 @@ def read_pages(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     return pages
 
 
+def page_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of one page of an image, from its header alone (nothing decoded);
+    ImageReadError when the header cannot be read. Cheap: engines look at a few inputs'
+    sizes before choosing how to run them."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages.first
+                return int(page.imagelength), int(page.imagewidth)
+        with _open_pil(path, None) as im:
+            return int(im.height), int(im.width)
+    except ImageReadError:
+        raise
+    except Exception as e:
+        raise ImageReadError(f"{path}: cannot read the image header ({_reason(e)})") from e
+
+
 def check_pages(pages: np.ndarray, source: str | os.PathLike = "image") -> None:
     """Raise ImageReadError for stacks inference cannot use."""
     if pages.ndim != 3 or pages.shape[0] == 0:
