@@ -89,6 +89,9 @@ class Segmenter:
     "cuda:N", ``threads``, ``tile_size``, ``tile_overlap``, ``batch_size``,
     ``threshold``, ``foreground``, ``max_batch_pixels``, ``min_size``, ``fill_holes``,
     ``split``, ``min_distance``, ``labels_3d``: how ``predict(..., labels=True)`` labels objects).
+    ``session``: run the model through this object instead of a new ``OnnxSession`` (it has
+    ``run``, ``card``, ``provider``, ``device``, ``threads``, ``fallback_reason``): worker processes
+    of an engine whose model runs elsewhere pass a proxy.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class Segmenter:
         split: bool = False,
         min_distance: int = DEFAULT_MIN_DISTANCE,
         labels_3d: bool = False,
+        session=None,
     ):
         from unsupseg.infer.session import OnnxSession
 
@@ -123,7 +127,7 @@ class Segmenter:
         if foreground is not None and foreground not in POLARITY_RULES:
             raise ValueError(f"foreground must be one of {POLARITY_RULES}, got {foreground!r}")
         self.model_path = Path(model) if model is not None else default_model_path()
-        self.session = OnnxSession(self.model_path, device=device, threads=threads)
+        self.session = session or OnnxSession(self.model_path, device=device, threads=threads)
         self.card: ModelCard = self.session.card
         self.multiple = max(1, int(self.card.size_multiple))
         self.tile_size = max(tile_size, self.multiple)

@@ -213,6 +213,55 @@ def test_cuda_matches_cpu(infer_model_path, infer_disk_image):
     assert diff < 1e-4 and (m_cpu != m_gpu).mean() < 1e-4
 
 
+def test_io_binding_equals_plain_run(infer_model_path):
+    """I/O binding (CUDA's default) on the CPU: the same outputs as session.run for several batch
+    shapes, buffers reused per shape, and no output aliased by the next call."""
+    from unsupseg.infer.session import OnnxSession
+
+    plain = OnnxSession(infer_model_path, device="cpu", threads=1)
+    bound = OnnxSession(infer_model_path, device="cpu", threads=1, io_binding=True)
+    assert bound.io_binding and not plain.io_binding
+    rng = np.random.default_rng(3)
+    outs = []
+    for shape in [(8, 1, 64, 64), (3, 1, 40, 72), (8, 1, 64, 64), (1, 1, 64, 64)]:
+        x = rng.random(shape, dtype=np.float32)
+        got = bound.run(x)
+        assert np.array_equal(got, plain.run(x)), shape
+        outs.append((got.copy(), got))
+    assert all(np.array_equal(copy, kept) for copy, kept in outs)  # later calls did not overwrite them
+    assert len(bound._bound.buffers) == 3  # one set of buffers per batch shape
+
+
+def test_segmenter_runs_through_a_given_session(infer_model_path, infer_disk_image):
+    """Segmenter(session=...) runs the model through that object (a worker's proxy for a served
+    model) with the same masks."""
+    from unsupseg.infer.session import OnnxSession
+
+    inner = OnnxSession(infer_model_path, device="cpu", threads=1)
+    calls = []
+
+    class Proxy:
+        card, provider, device, threads, fallback_reason, path = (
+            inner.card,
+            "Served",
+            "cuda:0",
+            1,
+            None,
+            inner.path,
+        )
+
+        def run(self, batch):
+            calls.append(batch.shape)
+            return inner.run(batch)
+
+    image, _ = infer_disk_image(64, 80, seed=2)
+    seg = Segmenter(infer_model_path, device="cpu", session=Proxy())
+    mask, prob = seg.predict(image)
+    want_mask, want_prob = Segmenter(infer_model_path, device="cpu", threads=1).predict(image)
+    assert calls and seg.provider == "Served" and seg.device == "cuda:0"
+    assert np.array_equal(mask, want_mask) and np.array_equal(prob, want_prob)
+
+
 # -- bounded memory for large images: tiles normalised as cut, rows blended in a band ---------------
 def _whole_image_blend(seg: Segmenter, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The previous algorithm: normalise the whole image, pad, blend every tile into
