@@ -17,6 +17,7 @@ import click
 from unsupseg import __version__
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.api import DEFAULT_BATCH_SIZE
+from unsupseg.infer.cli_engine import engine_options, make_engine
 from unsupseg.infer.cli_objects import labeling_options, object_options
 from unsupseg.infer.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
@@ -81,7 +82,10 @@ def _device(ctx, param, value):
     help="auto: CUDA if it works, else CPU. cuda when it cannot run is an error naming the cause.",
 )
 @click.option(
-    "--threads", type=click.IntRange(min=1), help="CPU threads for onnxruntime.  [default: all cores]"
+    "--threads",
+    type=click.IntRange(min=1),
+    help="onnxruntime's CPU threads per session: per worker process with --engine processes, for the "
+    "one session with --engine local.  [default: 1 per worker process; all cores in one process]",
 )
 @click.option(
     "--batch-size",
@@ -161,26 +165,7 @@ def _device(ctx, param, value):
     help="Process the I-th of N deterministic slices of the inputs (1/N .. N/N); "
     "run files get a -shard-I-of-N suffix.",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help='Run here, or on a Ray cluster with a pool of onnxruntime actors (pip install "unsupseg[ray]"); '
-    "--output must then be on a file system all Ray nodes share.",
-)
-@click.option(
-    "--ray-address",
-    metavar="ADDRESS",
-    help="Ray cluster to join with --engine ray (e.g. auto, ray://head:10001).  "
-    "[default: a local Ray started for the run]",
-)
-@click.option(
-    "--ray-actors",
-    type=click.IntRange(min=1),
-    help="Actors (onnxruntime sessions) with --engine ray; each uses --threads CPUs (default 1) or "
-    "one GPU with --device cuda.  [default: fill the cluster]",
-)
+@engine_options
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no table; errors only.")
 @click.option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
 @click.version_option(__version__, prog_name="seginfer")
@@ -211,6 +196,7 @@ def main(
     skip_existing,
     shard,
     engine,
+    workers,
     ray_address,
     ray_actors,
     quiet,
@@ -257,7 +243,7 @@ def main(
 
     _quiet_pillow_bomb_warning()
 
-    engine_ = _engine(engine, ray_address, ray_actors)
+    engine_ = make_engine(engine, workers, ray_address, ray_actors)
     options = RunOptions(
         segmenter=SegmenterConfig(
             model=model,
@@ -304,23 +290,6 @@ def main(
     if result.n_failed:
         click.echo(f"seginfer: {result.n_failed} input(s) failed; see {result.files.summary}", err=True)
         sys.exit(1)
-
-
-def _engine(name: str, ray_address: str | None, ray_actors: int | None):
-    """The engine named by --engine (a usage error when its options or its package are missing)."""
-    if name != "ray":
-        if ray_address or ray_actors:
-            raise click.UsageError("--ray-address and --ray-actors need --engine ray")
-        from unsupseg.infer.engine import LocalEngine
-
-        return LocalEngine()
-    from unsupseg.infer.ray_engine import RayEngine, RayEngineError, require_ray
-
-    try:
-        require_ray()
-    except RayEngineError as e:
-        raise click.UsageError(str(e)) from None
-    return RayEngine(ray_address, ray_actors)
 
 
 def _quiet_pillow_bomb_warning() -> None:

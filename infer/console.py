@@ -30,7 +30,7 @@ class Progress:
             where = (
                 f"Ray actors, --device {self.device}"
                 if engine.name == "ray"
-                else f"{segmenter.provider} on {segmenter.device}{why}"
+                else f"{segmenter.provider} on {segmenter.device}{why}, {_how(engine)}"
             )
             click.echo(f"seginfer: {where}, {n_items} images", err=True)
         self.bar = tqdm(
@@ -53,6 +53,24 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _how(engine) -> str:
+    """How an engine runs, in a few words for the banner: processes and threads."""
+    from unsupseg.infer.engine import describe_engine
+
+    d = describe_engine(engine)
+    if d.get("name") == "processes":
+        threads = d.get("threads_per_worker")
+        each = f"{_n(threads, 'thread')} each" if threads else "feeding the session here"
+        return f"{_n(d['workers'], 'worker process', 'worker processes')} ({each})"
+    if d.get("name") == "local":
+        return f"one process ({_n(d['threads'], 'thread')})"
+    return f"engine {d.get('name')}"
+
+
+def _n(k: int, one: str, many: str | None = None) -> str:
+    return f"{k} {one if k == 1 else many or one + 's'}"
 
 
 def resume_command(ctx: click.Context) -> str:

@@ -7,8 +7,12 @@ in the driving thread. ``on_result`` raises when the run must stop (``run_folder
 does so on a fatal result: the output failed); the engine then takes no new inputs,
 lets the writes it started finish (each is atomic: no partial file) and lets the
 error propagate. ``LocalEngine`` (this module) runs here with threads;
-``RayEngine`` (ray_engine.py) spreads the items over a Ray cluster. To add an
-engine, implement the protocol and add it to ``ENGINES``.
+``ProcessEngine`` (process_engine.py) in worker processes of this machine, each with
+its own session; ``RayEngine`` (ray_engine.py) spreads the items over a Ray cluster.
+``choice.py`` picks between the first two when no engine is named. To add an engine,
+implement the protocol and add it to ``ENGINES``. Optional: ``describe()`` (what the
+manifest records about the engine) and ``close()`` (``run_folder`` calls it after the
+run, or after a failure between ``open`` and ``run``: end what ``open`` started).
 """
 
 from __future__ import annotations
@@ -67,6 +71,10 @@ class LocalEngine:
     def open(self, config: SegmenterConfig) -> Segmenter:
         self.segmenter = config.build()
         return self.segmenter
+
+    def describe(self) -> dict:
+        threads = self.segmenter.session.threads if self.segmenter is not None else None
+        return {"name": self.name, "processes": 1, "threads": threads, "io_threads": self.io_threads}
 
     def run(self, items: Iterable[Item], work: ItemWork, on_result: OnResult) -> None:
         if self.segmenter is None:
@@ -218,4 +226,10 @@ class _LocalRun:
         self._report()
 
 
-ENGINES = ("local", "ray")
+def describe_engine(engine) -> dict:
+    """What the manifest records about an engine: its ``describe()``, or at least its name."""
+    describe = getattr(engine, "describe", None)
+    return describe() if describe is not None else {"name": engine.name}
+
+
+ENGINES = ("local", "processes", "ray")

@@ -78,6 +78,9 @@ class RayEngine:
         self.actors = actors  # pool size; None = one per GPU with cuda, else cluster CPUs // threads
         self.config: SegmenterConfig | None = None
 
+    def describe(self) -> dict:
+        return {"name": self.name, "address": self.address, "actors": self.actors}
+
     def open(self, config: SegmenterConfig) -> Segmenter:
         """Check the model on the driver's CPU (the GPUs, if any, are on the workers)."""
         require_ray()

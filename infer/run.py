@@ -9,6 +9,10 @@ Python users get the same files, overwrite and resume rules as the command:
     from unsupseg.infer import RunOptions, run_folder
     result = run_folder("images/", "masks/", RunOptions(masks="truth/", outputs=("prob",)))
 
+The engine is the one ``choice.py`` picks for the machine and the images unless one is
+passed (worker processes for many small images: a script that calls ``run_folder`` must
+then do so under ``if __name__ == "__main__":``, as Python's multiprocessing requires).
+
 A failed input fails alone; a failed output stops the run (``faults.py``): the run
 raises ``RunStopped`` after writing the summary of what it did, when it can.
 """
@@ -27,7 +31,8 @@ from unsupseg.core.atomic import write_text_atomic, writing_for
 from unsupseg.core.errors import OutputError, OutputExistsError
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.api import Segmenter, SegmenterConfig
-from unsupseg.infer.engine import Engine, LocalEngine
+from unsupseg.infer.choice import choose_engine
+from unsupseg.infer.engine import Engine, describe_engine
 from unsupseg.infer.faults import RunStopped, output_error, why
 from unsupseg.infer.inputs import InputError, Inputs, Plan, gather_inputs, plan_items
 from unsupseg.infer.report import Report, describe_error
@@ -112,12 +117,31 @@ def run_folder(
     manifest (default: the options).
     """
     options = options or RunOptions()
-    engine = engine or LocalEngine()
     progress = progress or _Silent()
     output = Path(output)
     items, work = plan_run(inputs, output, options)
+    engine = engine or choose_engine(items, options.segmenter)
     segmenter = engine.open(options.segmenter)
-    files = RunFiles(output, options.shard)
+    try:
+        return _run(items, work, engine, segmenter, RunFiles(output, options.shard), options, progress, args)
+    finally:
+        close = getattr(engine, "close", None)  # an engine with processes of its own ends them
+        if close is not None:
+            close()
+
+
+def _run(
+    items: Plan,
+    work: ItemWork,
+    engine: Engine,
+    segmenter: Segmenter,
+    files: RunFiles,
+    options: RunOptions,
+    progress: RunProgress,
+    args: dict | None,
+) -> RunResult:
+    """The run once planned and its engine open: lock, manifest, segment, report."""
+    output = files.folder
     lock = RunLock(files)
     try:
         lock.acquire()  # makes the folder; refuses a second run; removes stale files
@@ -128,7 +152,8 @@ def run_folder(
         lock.clean = False  # until the run has ended well: else its record stays for the next run
         work.bind(output, lock.owner)
         progress.start(len(items), segmenter, engine)
-        manifest = _manifest(args if args is not None else _options_args(options), segmenter, len(items))
+        recorded = args if args is not None else _options_args(options)
+        manifest = _manifest(recorded, segmenter, engine, len(items))
         try:
             write_text_atomic(files.manifest, _json(manifest))
             report = Report(n_images=len(items), spool=files.spool(), tables=work.tables)
@@ -140,7 +165,7 @@ def run_folder(
             elapsed, stop = _segment(engine, items, work, report, progress)
             summary_written, unwritten = _write_report(report, files, options, stop)
             summary, table = report.summary(with_cases=False), report.table()
-        unwritten += _finish_manifest(files, manifest, report, elapsed)
+        unwritten += _finish_manifest(files, manifest, report, elapsed, engine)
         lock.clean = stop is None and not unwritten  # else the next run removes what this one left
     if stop is not None and not isinstance(stop, OutputError):
         raise stop  # Ctrl-C or a bug: the summary of what was done is written, the error goes on
@@ -219,9 +244,12 @@ def _write_report(
     return True, unwritten
 
 
-def _finish_manifest(files: RunFiles, manifest: dict, report: Report, elapsed: float) -> list[str]:
+def _finish_manifest(
+    files: RunFiles, manifest: dict, report: Report, elapsed: float, engine: Engine
+) -> list[str]:
     """Complete the manifest with the run's figures; returns why it could not be, if so."""
     manifest.update(
+        engine=describe_engine(engine),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         seconds=round(elapsed, 3),
         images_per_second=round(report.n_written / elapsed, 2) if elapsed > 0 else None,
@@ -272,7 +300,7 @@ def _options_args(options: RunOptions) -> dict:
     return args
 
 
-def _manifest(args: dict, segmenter: Segmenter, n_images: int) -> dict:
+def _manifest(args: dict, segmenter: Segmenter, engine: Engine, n_images: int) -> dict:
     import platform
     from importlib import metadata
 
@@ -292,6 +320,7 @@ def _manifest(args: dict, segmenter: Segmenter, n_images: int) -> dict:
         "device": segmenter.device,
         "cuda_not_used": segmenter.session.fallback_reason,
         "threads": segmenter.session.threads,
+        "engine": describe_engine(engine),
         "n_images": n_images,
         "versions": versions,
         "python": platform.python_version(),

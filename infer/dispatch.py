@@ -1,0 +1,230 @@
+"""The main process's side of one ``ProcessEngine`` run: hand out chunks, report results,
+serve model batches, replace workers that die, stop them all when the run must stop.
+
+One thread, one loop: wait until a worker's pipe has a message or a worker process ended
+(``multiprocessing.connection.wait`` on pipes and process sentinels), handle it, answer the
+workers that asked for items. Memory stays flat: the items are taken from the plan as
+chunks are handed out, and only the items in the workers' hands are kept (to retry them
+when a worker dies); results go straight to ``on_result`` (the run spools them to disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from multiprocessing.connection import wait
+
+from unsupseg.infer.engine import EngineError, OnResult
+from unsupseg.infer.inputs import Item
+from unsupseg.infer.process_engine import GUARD_HINT, ProcessEngine, _Worker, chunk_size, take, why_ended
+from unsupseg.infer.work import ItemResult, ItemWork
+
+log = logging.getLogger("unsupseg.infer.process_engine")
+
+
+class Dispatch:
+    def __init__(self, engine: ProcessEngine, work: ItemWork, on_result: OnResult, items: Iterable[Item]):
+        self.engine, self.work, self.on_result = engine, work, on_result
+        self.items = iter(items)
+        self.left = len(items) if hasattr(items, "__len__") else None  # items not handed out yet
+        self.retry: deque[Item] = deque()  # items of dead workers, each to be retried alone
+        self.unreported: deque[ItemResult] = deque()  # results received but not reported (a stop)
+        self.batch = engine.segmenter.batch_size
+        self.cpu0 = time.process_time()
+        self.worker_cpu = 0.0
+        self.quiet = False  # after a stop, once on_result raised again: drop the rest
+
+    @property
+    def live(self) -> list[_Worker]:
+        return [w for w in self.engine.pool if not w.done]
+
+    def run(self) -> None:
+        for w in self.engine.pool:
+            w.tasks.send(("work", self.work))
+        try:
+            while self.live:
+                self._step()
+        except BaseException:
+            self._stop()  # no new inputs; the workers' started writes finish and are reported
+            raise
+        finally:
+            self.engine.stats["cpu_s"] = {
+                "main": round(time.process_time() - self.cpu0, 3),
+                "workers": round(self.worker_cpu, 3),
+            }
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _step(self) -> None:
+        workers = self.live
+        by_conn = {w.results: w for w in workers}
+        by_sentinel = {w.process.sentinel: w for w in workers}
+        ready = wait([*by_conn, *by_sentinel])
+        for obj in ready:
+            if obj in by_conn:
+                self._receive(by_conn[obj], self._report)
+        for obj in ready:
+            if obj in by_sentinel:
+                self._ended(by_sentinel[obj])
+        for w in self.live:
+            self._answer(w)
+
+    def _receive(self, w: _Worker, report) -> bool:
+        """Handle one message of worker ``w`` (results go to ``report``); False when its pipe is closed."""
+        try:
+            msg = w.results.recv()
+        except (EOFError, OSError):
+            return False  # it ended: its sentinel says how
+        kind = msg[0]
+        if kind == "results":
+            for r in msg[1]:
+                if w.held.pop(r.src, None) is not None and w.solo:
+                    w.solo = False
+            w.waiting = w.waiting or msg[2]
+            report(msg[1])
+        elif kind == "batch":
+            self._serve(w, msg[1])
+        elif kind == "ready":
+            w.ready = True
+            ready_s = round(time.perf_counter() - w.started, 3)
+            self.engine.stats["ready_s"] = max(ready_s, self.engine.stats.get("ready_s", 0.0))
+        elif kind == "done":
+            w.done = True
+            self.worker_cpu += msg[1]["cpu_s"]
+        elif kind == "failed":
+            raise EngineError(f"worker process {w.index} failed: {msg[1]}")
+        return True
+
+    def _report(self, results: list[ItemResult]) -> None:
+        """``on_result`` for each; when it raises (the run stops), the rest wait for the stop."""
+        self.unreported.extend(results)
+        while self.unreported:
+            self.on_result(self.unreported.popleft())
+
+    def _serve(self, w: _Worker, batch) -> None:
+        """Run a worker's batch on the main process's session (the model is served) and reply."""
+        try:
+            out = self.engine.segmenter.session.run(batch)
+        except Exception as e:  # onnxruntime's error types: the worker fails that batch's images
+            out = f"{type(e).__name__}: {e}"
+        _send(w, ("prob", out))
+
+    def _answer(self, w: _Worker) -> None:
+        """Answer a worker that asked for items: a retried item alone, the next chunk, or end.
+
+        A worker holding a retried item gets nothing more until it is reported; a retried
+        item goes only to a worker that holds nothing (so a second death names it). The
+        worker finishes what it holds without more input, so holding back never stalls it.
+        """
+        if not w.waiting or w.ended or w.solo:
+            return
+        if self.retry:
+            if w.held:
+                return
+            item = self.retry.popleft()
+            w.held[item.src] = (item, True)
+            w.solo, w.waiting = True, False
+            _send(w, ("items", [item]))
+            return
+        chunk = take(self.items, chunk_size(self.left, len(self.engine.pool), self.batch))
+        w.waiting = False
+        if not chunk:
+            w.ended = True
+            _send(w, ("end",))
+            return
+        if self.left is not None:
+            self.left -= len(chunk)
+        w.held.update((item.src, (item, False)) for item in chunk)
+        _send(w, ("items", chunk))
+
+    # -- a worker ended ------------------------------------------------------------------------
+    def _ended(self, w: _Worker) -> None:
+        """A worker process ended: drain what it sent; if it died, retry or fail its items, replace it."""
+        while not w.done and w.results.poll() and self._receive(w, self._report):
+            pass
+        w.process.join(timeout=5)
+        if w.done:
+            return
+        why = why_ended(w.process.exitcode)
+        if not w.ready:
+            raise EngineError(
+                f"worker process {w.index} {why} before its model was loaded (see the error above, if any); "
+                + GUARD_HINT
+            )
+        stats = self.engine.stats
+        stats["worker_deaths"] += 1
+        retry = [item for item, retried in w.held.values() if not retried]
+        failed = [item for item, retried in w.held.values() if retried]
+        log.warning(
+            "worker process %d (pid %d) %s; %d input(s) in its hands are retried%s",
+            w.index,
+            w.process.pid,
+            why,
+            len(retry),
+            f", {failed[0].src} failed" if failed else "",
+        )
+        stats["retried"] += len(retry)
+        self.retry.extend(retry)
+        w.held.clear()
+        if stats["worker_deaths"] > self.engine.limit():
+            raise EngineError(
+                f"worker processes died {stats['worker_deaths']} times (the last one {why}); "
+                "the run stops. Try fewer --workers (memory) or --engine local"
+            )
+        new = self.engine.replace(w)
+        new.tasks.send(("work", self.work))
+        self._report([self._died(item, why) for item in failed])
+
+    def _died(self, item: Item, why: str) -> ItemResult:
+        error = EngineError(
+            f"{item.src}: the worker process segmenting it died twice ({why}); "
+            "the input may be too large for the memory, or crash its decoder"
+        )
+        return ItemResult(item.src, error=str(error))
+
+    # -- stopping ------------------------------------------------------------------------------
+    def _stop(self) -> None:
+        """Tell every worker to stop, then report what they finished (each started write ends
+        whole) and wait for them; a second Ctrl-C ends them at once."""
+        for w in self.live:
+            w.ended = True
+            _send(w, ("stop",))
+        report = self._report_quietly
+        report([])
+        try:
+            while self.live:
+                workers = self.live
+                by_conn = {w.results: w for w in workers}
+                by_sentinel = {w.process.sentinel: w for w in workers}
+                for obj in wait([*by_conn, *by_sentinel]):
+                    if obj in by_conn:
+                        self._receive(by_conn[obj], report)
+                    elif by_sentinel[obj] in self.live:  # died while stopping: its inputs were not written
+                        w = by_sentinel[obj]
+                        w.done = True
+                        w.process.join(timeout=5)
+        except KeyboardInterrupt:
+            self.engine.close()
+        except EngineError as e:
+            log.warning("%s", e)
+            self.engine.close()
+
+    def _report_quietly(self, results: list[ItemResult]) -> None:
+        """Report results after a stop; once ``on_result`` raises again, the rest are dropped."""
+        self.unreported.extend(results)
+        while self.unreported and not self.quiet:
+            try:
+                self.on_result(self.unreported.popleft())
+            except BaseException as e:  # the run is already stopping with its first error
+                log.debug("not reported after the stop: %s", e)
+                self.quiet = True
+        self.unreported.clear()
+
+
+def _send(w: _Worker, msg: tuple) -> None:
+    """Send to a worker; one that died meanwhile is handled when its process's end is seen."""
+    try:
+        w.tasks.send(msg)
+    except OSError:
+        pass
