@@ -12,17 +12,25 @@ HOOK, applied once K masks are on disk (in the writer thread that wrote the K-th
               a mount cannot be remounted read-only while the run holds files open on it, EBUSY)
     rmtree    the output folder is deleted
 
+K counts the masks on disk in the output folder, so the hook fires the same way in every
+process that writes masks. Worker processes of ``--engine processes`` get the hook too:
+multiprocessing imports this file in them as ``__mp_main__`` (as it does any main module),
+which installs the hook named in the environment variable ``FAULT_RUN_HOOK``.
+
 The exit code is seginfer's.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sys
 import threading
 import time
+
+HOOK_ENV = "FAULT_RUN_HOOK"
 
 
 def _output(args: list[str]) -> str:
@@ -38,20 +46,27 @@ def _remove(output: str) -> None:
     raise RuntimeError(f"could not remove {output}")
 
 
+def _masks_on_disk(output: str) -> int:
+    try:
+        return sum(1 for e in os.scandir(output) if e.name.endswith(".png") and not e.name.startswith("."))
+    except FileNotFoundError:
+        return 0
+
+
 def install(hook: str, k: int, output: str) -> None:
     import unsupseg.infer.writers.mask as mask_writer
 
     real = mask_writer.write_mask
     lock = threading.Lock()
-    state = {"written": 0, "done": False}
+    state = {"done": False}  # this process fired the hook
 
     def write_mask(path, mask):
         if hook == "sleep":
             time.sleep(0.05)
         with lock:
-            fire = state["written"] >= k and not state["done"]
+            after = _masks_on_disk(output) >= k
+            fire = after and not state["done"]
             state["done"] = state["done"] or fire
-            after = state["written"] >= k
         if fire and hook == "readonly" and os.geteuid() != 0:
             os.chmod(output, 0o555)
         elif fire and hook == "rmtree":
@@ -61,8 +76,6 @@ def install(hook: str, k: int, output: str) -> None:
         if after and hook == "readonly" and os.geteuid() == 0:
             raise OSError(errno.EROFS, os.strerror(errno.EROFS))
         real(path, mask)
-        with lock:
-            state["written"] += 1
 
     mask_writer.write_mask = write_mask
 
@@ -70,6 +83,7 @@ def install(hook: str, k: int, output: str) -> None:
 def main() -> None:
     hook, k, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     if hook != "none":
+        os.environ[HOOK_ENV] = json.dumps([hook, k, _output(args)])  # for the worker processes
         install(hook, k, _output(args))
     from unsupseg.infer.cli import main as seginfer
 
@@ -78,3 +92,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+elif __name__ == "__mp_main__" and HOOK_ENV in os.environ:  # a worker process of this run
+    install(*json.loads(os.environ[HOOK_ENV]))

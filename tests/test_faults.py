@@ -32,18 +32,24 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals, mounts
 FAULT_RUN = Path(__file__).with_name("fault_run.py")
 ROOT = os.geteuid() == 0
 N_IMAGES = 60
+# the faults inside a run are injected into both local engines: one process with threads, and worker
+# processes (where the fault happens in a worker, and the main process must stop them all)
+ENGINES = ["local", "processes"]
 
 
 # -- helpers ------------------------------------------------------------------------------
-def _fault_cmd(hook: str, k: int, args, model) -> list[str]:
-    flags = ["--model", str(model), "--device", "cpu", "--threads", "1", "-q"]
+def _fault_cmd(hook: str, k: int, args, model, engine: str = "local") -> list[str]:
+    flags = ["--model", str(model), "--device", "cpu", "--threads", "1", "-q", "--engine", engine]
+    flags += ["--workers", "2"] if engine == "processes" else []
     return [sys.executable, str(FAULT_RUN), hook, str(k), *map(str, args), *flags]
 
 
-def _fault_run(hook: str, k: int, args, model, env=None) -> subprocess.CompletedProcess:
+def _fault_run(
+    hook: str, k: int, args, model, engine: str = "local", env=None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env or {})}
     return subprocess.run(
-        _fault_cmd(hook, k, args, model), capture_output=True, text=True, env=env, timeout=120
+        _fault_cmd(hook, k, args, model, engine), capture_output=True, text=True, env=env, timeout=120
     )
 
 
@@ -129,8 +135,10 @@ def _remount(where: Path, options: str) -> None:
 
 # -- kill -9 ------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(5))
-def test_kill_9_at_a_random_moment_then_resume(tmp_path, infer_model_path, folder, seed):
+@pytest.mark.parametrize(
+    "engine, seed", [("local", s) for s in range(5)] + [("processes", s) for s in range(3)]
+)
+def test_kill_9_at_a_random_moment_then_resume(tmp_path, infer_model_path, folder, engine, seed):
     """Killed after a random number of masks (and a random few ms): every mask on disk is the
     uninterrupted run's; --skip-existing finishes byte for byte and removes what the kill left."""
     images, reference = folder
@@ -138,7 +146,7 @@ def test_kill_9_at_a_random_moment_then_resume(tmp_path, infer_model_path, folde
     k, delay = rng.randint(1, N_IMAGES - 10), rng.uniform(0, 0.02)
     out = tmp_path / "out"
     args = ["--input", images, "--output", out, "--batch-size", "2"]
-    proc = subprocess.Popen(_fault_cmd("none", 0, args, infer_model_path), stderr=subprocess.PIPE)
+    proc = subprocess.Popen(_fault_cmd("none", 0, args, infer_model_path, engine), stderr=subprocess.PIPE)
     while _masks_on_disk(out) < k and proc.poll() is None:
         time.sleep(0.001)
     time.sleep(delay)
@@ -158,11 +166,13 @@ def test_kill_9_at_a_random_moment_then_resume(tmp_path, infer_model_path, folde
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_the_summary_of_what_was_done(tmp_path, infer_model_path, folder):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ctrl_c_keeps_the_summary_of_what_was_done(tmp_path, infer_model_path, folder, engine):
     images, reference = folder
     out = tmp_path / "out"
     args = ["--input", images, "--output", out, "--batch-size", "2"]
-    proc = subprocess.Popen(_fault_cmd("none", 0, args, infer_model_path), stderr=subprocess.PIPE, text=True)
+    cmd = _fault_cmd("none", 0, args, infer_model_path, engine)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     while _masks_on_disk(out) < 10 and proc.poll() is None:
         time.sleep(0.001)
     proc.send_signal(signal.SIGINT)
@@ -214,17 +224,18 @@ def test_leftovers_are_removed_only_when_their_writer_is_gone(
 
 # -- a full, read-only or vanishing output ----------------------------------------------------
 @pytest.mark.slow
-def test_full_file_system_stops_the_run(tmp_path, infer_model_path, folder, tmpfs):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_full_file_system_stops_the_run(tmp_path, infer_model_path, folder, tmpfs, engine):
     """Disk full: one message and exit 3 (not one failure per image and an SQLite traceback);
     after freeing space the printed command resumes to the uninterrupted run's bytes."""
     images, reference = folder
     if ROOT:  # a real ENOSPC: a 64 KiB tmpfs holds a dozen masks
         fs = tmpfs("64k")
         out = fs / "out"
-        p = _fault_run("none", 0, ["--input", images, "--output", out], infer_model_path)
+        p = _fault_run("none", 0, ["--input", images, "--output", out], infer_model_path, engine)
     else:  # injected: the mask writer raises ENOSPC after 5 masks
         out = tmp_path / "out"
-        p = _fault_run("enospc", 5, ["--input", images, "--output", out], infer_model_path)
+        p = _fault_run("enospc", 5, ["--input", images, "--output", out], infer_model_path, engine)
     n = _check_stopped(p, out, reference, "No space left on device (the output's file system is full)")
     assert 0 < n < N_IMAGES
     if (out / "summary.json").exists():  # written when the freed spool made room for it
@@ -254,7 +265,8 @@ def _make_writable(where: Path, out: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["start", "mid-run"])
-def test_read_only_output_stops_the_run(tmp_path, infer_model_path, folder, tmpfs, when):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_read_only_output_stops_the_run(tmp_path, infer_model_path, folder, tmpfs, when, engine):
     images, reference = folder
     where = tmpfs("8m") if ROOT else tmp_path
     out = where / "out"
@@ -262,9 +274,9 @@ def test_read_only_output_stops_the_run(tmp_path, infer_model_path, folder, tmpf
     args = ["--input", images, "--output", out]
     if when == "start":  # real: a read-only tmpfs as root, chmod 0555 otherwise
         _make_readonly(where, out)
-        p = _fault_run("none", 0, args, infer_model_path)
+        p = _fault_run("none", 0, args, infer_model_path, engine)
     else:  # chmod 0555 after 5 masks when not root; as root an injected EROFS (see fault_run.py)
-        p = _fault_run("readonly", 5, args, infer_model_path)
+        p = _fault_run("readonly", 5, args, infer_model_path, engine)
     reason = "Read-only file system" if ROOT else "Permission denied"
     n = _check_stopped(p, out, reference, reason)
     assert (n == 0) if when == "start" else (n >= 5)
@@ -276,10 +288,11 @@ def test_read_only_output_stops_the_run(tmp_path, infer_model_path, folder, tmpf
 
 
 @pytest.mark.slow
-def test_output_folder_removed_mid_run(tmp_path, infer_model_path, folder):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_output_folder_removed_mid_run(tmp_path, infer_model_path, folder, engine):
     images, reference = folder
     out = tmp_path / "out"
-    p = _fault_run("rmtree", 5, ["--input", images, "--output", out], infer_model_path)
+    p = _fault_run("rmtree", 5, ["--input", images, "--output", out], infer_model_path, engine)
     _check_stopped(p, out, reference, "the output folder was removed during the run")
     assert not out.exists()  # never re-created by a writer, nor for the summary
     r = _resume(p.stderr)
@@ -343,7 +356,8 @@ def _mutants(rng: random.Random, valid: bytes, n: int, span: int) -> list[bytes]
 
 
 @pytest.mark.slow
-def test_random_bytes_and_mutated_headers_fail_alone(tmp_path, infer_model_path, infer_disk_image):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_random_bytes_and_mutated_headers_fail_alone(tmp_path, infer_model_path, infer_disk_image, engine):
     """1,000 random byte strings and 300 valid PNG/TIFF files with mutated headers: no crash,
     no traceback, every input either written or named with its reason."""
     rng = random.Random(14)
@@ -363,7 +377,7 @@ def test_random_bytes_and_mutated_headers_fail_alone(tmp_path, infer_model_path,
     for name, data in files.items():
         (images / name).write_bytes(data)
     out = tmp_path / "out"
-    p = _fault_run("none", 0, ["--input", images, "--output", out], infer_model_path)
+    p = _fault_run("none", 0, ["--input", images, "--output", out], infer_model_path, engine)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
     s = json.loads((out / "summary.json").read_text())
     written = {c["input"] for c in s["metric_per_case"]}
