@@ -1,6 +1,6 @@
 """``seginfer --engine processes``: N worker processes, each with its own onnxruntime session.
 
-    main: plan --chunks of items--> worker 1..N: read, normalise, segment, write (LocalEngine)
+    main: plan --chunks of items--> worker 1..N: read, normalise, segment, write (ItemWork)
           <--results, in chunks--  (report rows, table rows, errors; a few hundred bytes per input)
 
 On the CPU every worker holds one onnxruntime session with a few intra-op threads
@@ -94,13 +94,11 @@ class ProcessEngine:
     def __init__(
         self,
         workers: int | None = None,
-        io_threads: int = 1,
         serve: bool | None = None,
         start_method: str | None = None,
         max_restarts: int | None = None,
     ):
         self.workers = workers  # None: cores // threads (CPU); cores - 1 when the model is served
-        self.io_threads = io_threads  # reader/writer threads in each worker
         self.serve = serve  # the main process runs the model; None: when it runs on a GPU
         self.start_method = start_method or START_METHOD
         self.max_restarts = max_restarts  # worker deaths before the run stops; None: 2 + 2 per worker
@@ -122,7 +120,6 @@ class ProcessEngine:
         self.spec = WorkerSpec(
             config=config,
             threads=threads,
-            io_threads=self.io_threads,
             flush=seg.batch_size,
             served=_served(seg) if served else None,
         )

@@ -1,9 +1,12 @@
 """The worker side of ``ProcessEngine`` (process_engine.py): one process, one share of the items.
 
 Each worker builds its own ``Segmenter`` (its own onnxruntime session with ``threads``
-intra-op threads; none is inherited from the main process), then runs the local engine
-(``LocalEngine``: read, normalise, segment, write through ``ItemWork``) on each chunk of
-items the main process hands it, and sends the results back. Messages, on two pipes:
+intra-op threads; none is inherited from the main process), then does every step of each
+item of the chunks the main process hands it, with ``ItemWork``: keep (``--skip-existing``)
+or read, normalise, segment (pages of several items share onnxruntime calls), write and
+evaluate, and sends the results back. The steps run one after the other in one thread:
+the other workers are the overlap, and a worker without reader and writer threads spends
+less CPU per image (no interpreter lock handed back and forth). Messages, on two pipes:
 
     main -> worker   ("work", ItemWork)        once, after the run lock is taken
                      ("items", [Item, ...])    one chunk, in answer to a request
@@ -38,8 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unsupseg.infer.api import SegmenterConfig
-from unsupseg.infer.engine import LocalEngine
+from unsupseg.infer.api import Segmenter, SegmenterConfig
+from unsupseg.infer.writers import Segmentation
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,6 @@ class WorkerSpec:
 
     config: SegmenterConfig  # the run's segmenter settings
     threads: int  # onnxruntime intra-op threads of the worker's own session
-    io_threads: int  # the local engine's reader/writer threads in the worker
     flush: int  # results sent back in groups of this many (and at the end of each chunk)
     served: dict | None = None  # the main process's session (card, provider, device) when it runs the model
 
@@ -112,7 +114,7 @@ class _Worker:
         threading.Thread(target=self._receive, name="seginfer-inbox", daemon=True).start()
         msg = self._next()
         if msg[0] == "work":
-            self._serve(LocalEngine(io_threads=spec.io_threads, segmenter=seg), msg[1])
+            self._serve(seg, msg[1])
         self.results.send(("done", {"cpu_s": time.process_time()}))
 
     def _next(self) -> tuple:
@@ -142,7 +144,7 @@ class _Worker:
                 self.stopping.set()
             self.inbox.put(msg)
 
-    def _serve(self, engine: LocalEngine, work) -> None:
+    def _serve(self, seg: Segmenter, work) -> None:
         """Chunks until told to end or stop: ask for the next one, process this one, send its results."""
         self.results.send(("results", [], True))
         while not self.stopping.is_set():
@@ -153,7 +155,7 @@ class _Worker:
                 self.results.send(("results", [], True))  # the next chunk comes while this one runs
             self.raised = False
             try:
-                engine.run(msg[1], work, self._on_result)
+                run_items(seg, work, msg[1], self._on_result)
             except _Stopped:
                 pass
             self._flush()
@@ -162,7 +164,7 @@ class _Worker:
         self.buffer.append(result)
         if self.stopping.is_set() and not self.raised:
             self.raised = True
-            raise _Stopped  # the local engine takes no new inputs, lets started writes finish
+            raise _Stopped  # no new step; the write that gave this result has finished
         if len(self.buffer) >= self.spec.flush:
             self._flush()
 
@@ -170,3 +172,29 @@ class _Worker:
         if self.buffer:
             self.results.send(("results", self.buffer, False))
             self.buffer = []
+
+
+def run_items(seg: Segmenter, work, items, on_result) -> None:
+    """Every step of ``items``, in this thread: each input is kept (``--skip-existing``), or read
+    and normalised as the batches need it (at most two batches' worth waiting), segmented with
+    other inputs of its shape, written and evaluated; ``on_result`` once per input."""
+    keep_image = work.needs_image
+
+    def prepared():
+        for item in items:
+            found = work.done(item)
+            if found is not None:
+                on_result(work.keep(item, found))
+                continue
+            try:
+                pages = work.read(item)
+                yield (item, pages if keep_image else None), seg.normalise(pages)
+            except Exception as e:  # unreadable or unusable input: name it, go on
+                on_result(work.failed(item, e))
+
+    stream = seg.predict_stream(prepared(), max_pending=2 * seg.batch_size, with_prob=work.needs_prob)
+    for (item, image), result in stream:
+        if isinstance(result, BaseException):
+            on_result(work.failed(item, result))
+        else:
+            on_result(work.write(item, Segmentation(result[0], result[1], image)))
