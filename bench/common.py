@@ -132,7 +132,49 @@ def run_seginfer(args: list[str], measure_rss: bool = False) -> dict:
     manifest = json.loads((output / "seginfer.json").read_text())
     out["run_s"] = manifest["seconds"]
     out["n_written"] = manifest["n_written"]
+    out["engine"] = manifest.get("engine", {})
     return out
+
+
+def _tree_rss_kb(root: int) -> tuple[int, int]:
+    """(summed RSS of ``root`` and all its descendants, RSS of ``root``) in kB, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, own, todo = 0, 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * 4  # pages of 4 kB
+        except (OSError, IndexError, ValueError):
+            rss = 0
+        total += rss
+        own = rss if pid == root else own
+        todo.extend(children.get(pid, []))
+    return total, own
+
+
+def peak_tree_rss(cmd: list[str], every: float = 0.02) -> dict:
+    """Run ``cmd``; the peak of the summed RSS of its process tree (main process, fork server,
+    worker processes) and of its main process alone, sampled every ``every`` seconds, in MB."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak_total = peak_main = 0
+    while proc.poll() is None:
+        total, own = _tree_rss_kb(proc.pid)
+        peak_total, peak_main = max(peak_total, total), max(peak_main, own)
+        time.sleep(every)
+    _, err = proc.communicate()
+    if proc.returncode != 0:
+        raise BenchError(f"failed: {shlex.join(cmd)}\n{err[-2000:]}")
+    return {"tree_mb": peak_total / 1024, "main_mb": peak_main / 1024, "wall_s": time.perf_counter() - t0}
 
 
 def peak_rss_run(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:

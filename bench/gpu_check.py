@@ -7,8 +7,10 @@
 2. torch CUDA model alone: images/s at 128x128 (batch 64) and 512x512 (batch 8), fp32
    and bf16 / fp16 autocast;
 3. training images/s on CUDA (default preset, 32x32 batches);
-4. seginfer --device cuda on 2,000 generated 128x128 PNGs vs --device cpu (images/s),
-   when onnxruntime's CUDA provider works; otherwise the cause is recorded.
+4. seginfer --device cuda on 2,000 generated 128x128 PNGs and 64 of 1024x1024, with worker
+   processes feeding the one GPU session (--engine processes) and with one process (--engine
+   local), vs the model alone on the GPU and seginfer --device cpu: images/s and the GPU's
+   utilisation (bench/gpu_feed.py, which also runs alone); a run that fails records its error.
 
 Everything lands in OUT_DIR/gpu_check.json and a Markdown table OUT_DIR/gpu_check.md
 to paste into docs/benchmarks.md with the card's name. ``--device cpu`` runs the same
@@ -18,13 +20,13 @@ code on the CPU (a dry run of the script itself).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import click
 import numpy as np
+
+from bench import gpu_feed
 
 
 def _sync(device):
@@ -51,19 +53,18 @@ def _throughput(fn, n_images: int, device, min_time: float = 1.0) -> float:
 )
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True)
 @click.option("--device", default="cuda", show_default=True)
-@click.option("--n-files", type=int, default=2000, show_default=True)
-def main(checkpoint: Path, out: Path, device: str, n_files: int) -> None:
+@click.option("--n-files", type=int, default=2000, show_default=True, help="128x128 files for seginfer")
+@click.option("--n-large", type=int, default=64, show_default=True, help="1024x1024 files for seginfer")
+def main(checkpoint: Path, out: Path, device: str, n_files: int, n_large: int) -> None:
     """Run the prepared GPU checks and write OUT/gpu_check.json and OUT/gpu_check.md."""
     # One long function on purpose: a prepared script, run once on a borrowed GPU machine and
     # read top to bottom; its numbered steps are the module docstring's list.
     import torch
-    from PIL import Image
 
     from unsupseg.export.export import ATOL, RTOL, export_onnx, verification_inputs
     from unsupseg.infer.session import OnnxSession
     from unsupseg.train.checkpoint import load_model
     from unsupseg.train.config import make_config
-    from unsupseg.train.data import generate
     from unsupseg.train.loop import run_training
 
     out.mkdir(parents=True, exist_ok=True)
@@ -111,43 +112,10 @@ def main(checkpoint: Path, out: Path, device: str, n_files: int) -> None:
     run_training(cfg, overwrite=True, log=lambda m: None, progress=False, plots=False)
     res["training_images_per_s"] = 3 * 1000 / (time.perf_counter() - t0)
 
-    # 4. seginfer on files, CUDA vs CPU
-    folder = out / "files"
-    folder.mkdir(exist_ok=True)
-    imgs, _ = generate(n_files, 128, 128, sigma=(0.2, 1.0), seed=4242, quantize=8)
-    for i, im in enumerate(imgs):
-        Image.fromarray(im).save(folder / f"{i:05d}.png")
-    seg = {}
-    for d in ("cuda", "cpu") if dev.type == "cuda" else ("cpu",):
-        o = out / f"masks_{d}"
-        cmd = [
-            sys.executable,
-            "-m",
-            "unsupseg.infer.cli",
-            "--input",
-            str(folder),
-            "--output",
-            str(o),
-            "--model",
-            str(onnx_path),
-            "--device",
-            d,
-            "--batch-size",
-            "64",
-            "--overwrite",
-            "-q",
-        ]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            seg[d] = {"error": r.stderr.strip()[-500:]}
-            continue
-        manifest = json.loads((o / "seginfer.json").read_text())
-        seg[d] = {
-            "images_per_s": manifest.get("images_per_second"),
-            "seconds": manifest.get("seconds"),
-            "provider": manifest.get("provider"),
-        }
-    res["seginfer"] = seg
+    # 4. seginfer on files: is the GPU fed? (bench/gpu_feed.py: 128x128 and 1024x1024 files, worker
+    # processes feeding the one GPU session vs one process, GPU utilisation, vs the model alone and the CPU)
+    feed = gpu_feed.measure(out / "feed", onnx_path, device, n_files, n_large)
+    res["seginfer"] = feed
 
     (out / "gpu_check.json").write_text(json.dumps(res, indent=2))
     lines = [
@@ -164,7 +132,7 @@ def main(checkpoint: Path, out: Path, device: str, n_files: int) -> None:
         for r in rows
     ]
     lines.append(f"| training (default preset) | {res['training_images_per_s']:,.0f} images/s |")
-    lines += [f"| seginfer --device {d}, {n_files} files 128x128 | {v} |" for d, v in seg.items()]
+    lines += ["", *gpu_feed.table(feed, device)]
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 

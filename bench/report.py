@@ -57,7 +57,7 @@ def render(meta: dict, sections: dict[str, Section]) -> str:
     targets = [row for sec in sections.values() for row in sec.targets]
     if targets:
         columns = ["target", "measured", "status"]
-        out += [md_table({"caption": "Targets (issue 5)", "columns": columns, "rows": targets}), ""]
+        out += [md_table({"caption": "Targets", "columns": columns, "rows": targets}), ""]
     for i, sec in enumerate(sections.values(), start=1):
         out += [f"## {i}. {sec.title}", ""]
         if sec.intro:

@@ -5,7 +5,8 @@
     python -m bench.run --sections model,quant --sweep runs/w4/model.pt,runs/w8/model.pt
 
 Sections (``--sections``): model (torch eager vs onnxruntime, GFLOP/s against the CPU's
-peak), e2e (seginfer on a folder vs the model alone), classical (Otsu, blur + Otsu,
+peak), e2e (seginfer on a folder vs the model alone), processes (worker processes vs one
+process vs the CPU ceiling, the scaling model, memory and start-up), classical (Otsu, blur + Otsu,
 Chan-Vese, morphological Chan-Vese vs unsupseg on held-out images), sweep (accuracy and
 speed over widths, from ``--sweep`` checkpoints), real (training on a real unlabeled folder),
 objects (instance labels on real nuclei, --labels cost),
@@ -47,13 +48,27 @@ import click
 
 from bench.common import ROOT, Section, Settings, Shared, export_checkpoint, log
 from bench.report import render, results_json
-from bench.sections import classical, e2e, gpu, memory, model, objects, quant, real, stream, sweep, training
+from bench.sections import (
+    classical,
+    e2e,
+    gpu,
+    memory,
+    model,
+    objects,
+    processes,
+    quant,
+    real,
+    stream,
+    sweep,
+    training,
+)
 from bench.timing import machine, usable_cores
 
 # name -> module with run(shared) -> Section; the order is the order of running and of the page
 SECTIONS = {
     "model": model,
     "e2e": e2e,
+    "processes": processes,
     "classical": classical,
     "sweep": sweep,
     "real": real,

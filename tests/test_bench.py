@@ -33,6 +33,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     sections = (
         "model",
         "e2e",
+        "processes",
         "classical",
         "sweep",
         "real",
@@ -51,6 +52,10 @@ def test_quick_bench_writes_every_section(tmp_path):
     model = results["sections"]["model"]
     assert all(row["ratio_ort_over_torch"] > 0 for row in model["rows"])
     assert 0 < results["sections"]["e2e"]["rows"][0]["fraction_kept"]
+    procs = results["sections"]["processes"]
+    assert procs["rows"][0]["wn"] > 0 and procs["rows"][0]["ceiling"] > 0
+    assert [s["cores"] for s in procs["scaling"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert set(procs["startup"]["methods"]) == {"forkserver", "spawn"}
     assert results["sections"]["memory"]["runs"]
     stream = results["sections"]["stream"]
     assert len(stream["runs"]) == 3 and stream["rss_ratio_files"] > 0

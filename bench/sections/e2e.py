@@ -40,7 +40,7 @@ def run(shared: Shared) -> Section:
             f"e2e b{b}: model {res['model_images_per_s']:.0f}/s seginfer "
             f"{res['seginfer_images_per_s']:.0f}/s ({100 * res['fraction_kept']:.0f}%)"
         )
-    budget = _cpu_budget(paths, sess, x, DEFAULT_BATCH_SIZE, norm, st.work / "e2e" / "budget", st.threads)
+    budget = cpu_budget(paths, sess, x, DEFAULT_BATCH_SIZE, norm, st.work / "e2e" / "budget", st.threads)
     _report(sec, st.threads, results, budget, DEFAULT_BATCH_SIZE)
     return sec
 
@@ -131,6 +131,8 @@ def _measure(shared: Shared, sess, x: np.ndarray, src: Path, b: int, reps: int) 
         str(st.threads),
         "--batch-size",
         str(b),
+        "--engine",
+        "local",
         "-q",
         "--overwrite",
     ]
@@ -164,7 +166,7 @@ def _measure(shared: Shared, sess, x: np.ndarray, src: Path, b: int, reps: int) 
     }
 
 
-def _cpu_budget(paths, sess, x, batch, norm, scratch: Path, cores: int) -> dict:
+def cpu_budget(paths, sess, x, batch, norm, scratch: Path, cores: int) -> dict:
     """CPU time per image of the model and of each unavoidable per-file step, measured
     one step at a time in this process (``time.process_time``: all threads), and the
     bound they set with ``cores`` cores at the measured model-alone rate."""

@@ -27,6 +27,8 @@ def run(shared: Shared) -> Section:
             "model alone 128x128 batch 64 fp32 / autocast",
             "model alone 512x512 batch 8 fp32 / autocast",
             "training images/s",
+            "seginfer --device cuda, worker processes feeding one GPU session (I/O binding) vs one "
+            "process, 128x128 and 1024x1024 files: images/s, GPU utilisation (bench/gpu_feed.py)",
         )
     ]
     sec.table("CUDA", ["measurement", "result"], rows)

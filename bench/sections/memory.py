@@ -40,6 +40,8 @@ def run(shared: Shared) -> Section:
             "cpu",
             "--threads",
             str(st.threads),
+            "--engine",
+            "local",  # one process; worker processes are measured in the processes section
             "-q",
             "--overwrite",
         ]
