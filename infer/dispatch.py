@@ -33,7 +33,8 @@ class Dispatch:
         self.unreported: deque[ItemResult] = deque()  # results received but not reported (a stop)
         self.batch = engine.segmenter.batch_size
         self.cpu0 = time.process_time()
-        self.worker_cpu = 0.0
+        self.worker_cpu = 0.0  # CPU seconds of the workers that said done
+        self.worker_sys = 0.0  # the part of it spent in the kernel (file system, pipes, page faults)
         self.quiet = False  # after a stop, once on_result raised again: drop the rest
 
     @property
@@ -42,7 +43,7 @@ class Dispatch:
 
     def run(self) -> None:
         for w in self.engine.pool:
-            w.tasks.send(("work", self.work))
+            w.tasks.send(("work", self.work, self.engine.session_info()))
         try:
             while self.live:
                 self._step()
@@ -53,6 +54,7 @@ class Dispatch:
             self.engine.stats["cpu_s"] = {
                 "main": round(time.process_time() - self.cpu0, 3),
                 "workers": round(self.worker_cpu, 3),
+                "workers_system": round(self.worker_sys, 3),
             }
 
     # -- the loop ----------------------------------------------------------------------------
@@ -92,6 +94,7 @@ class Dispatch:
         elif kind == "done":
             w.done = True
             self.worker_cpu += msg[1]["cpu_s"]
+            self.worker_sys += msg[1]["sys_s"]
         elif kind == "failed":
             raise EngineError(f"worker process {w.index} failed: {msg[1]}")
         return True
@@ -173,7 +176,7 @@ class Dispatch:
                 "the run stops. Try fewer --workers (memory) or --engine local"
             )
         new = self.engine.replace(w)
-        new.tasks.send(("work", self.work))
+        new.tasks.send(("work", self.work, self.engine.session_info()))
         self._report([self._died(item, why) for item in failed])
 
     def _died(self, item: Item, why: str) -> ItemResult:

@@ -110,26 +110,47 @@ class ProcessEngine:
 
     # -- the Engine protocol -----------------------------------------------------------
     def open(self, config: SegmenterConfig) -> Segmenter:
-        """Load the model here (errors raise here: bad file, unusable device), then start the workers."""
+        """Start the workers (they load their models meanwhile), then load the model here: its
+        errors (bad file, unusable device) raise here, after the workers are ended."""
         threads = config.threads or 1
-        self.segmenter = seg = config.build(threads=threads)
-        self.config = config
-        served = seg.device.startswith("cuda") if self.serve is None else self.serve
+        served = self._serves(config)
         cores = usable_cores()
         self.n_workers = n = self.workers or (max(1, cores - 1) if served else max(1, cores // threads))
-        self.spec = WorkerSpec(
-            config=config,
-            threads=threads,
-            flush=seg.batch_size,
-            served=_served(seg) if served else None,
-        )
+        self.spec = WorkerSpec(config=config, threads=threads, flush=config.batch_size, served=served)
+        self.config = config
         self.ctx = mp.get_context(self.start_method)
         if self.start_method == "forkserver":
             self.ctx.set_forkserver_preload(["__main__", "unsupseg.infer.workers"])
         t0 = time.perf_counter()
         self.pool = [self._start(i) for i in range(n)]
         self.stats = {"start_s": round(time.perf_counter() - t0, 3), "worker_deaths": 0, "retried": 0}
+        try:
+            self.segmenter = seg = config.build(threads=threads)
+        except BaseException:
+            self.close()
+            raise
+        if served and not seg.device.startswith("cuda"):
+            log.info("the model is served by the main process on %s (CUDA not used)", seg.device)
         return seg
+
+    def _serves(self, config: SegmenterConfig) -> bool:
+        """Whether the main process runs the model: with a GPU (``--device cuda``, or ``auto`` where
+        CUDA works), unless told (``serve``)."""
+        if self.serve is not None:
+            return self.serve
+        if config.device.kind == "auto":
+            from unsupseg.infer.session import cuda_problem
+
+            return cuda_problem(config.device.index) is None
+        return config.device.kind == "cuda"
+
+    def session_info(self) -> dict | None:
+        """What a worker needs to present the main process's session as its own (RemoteSession)."""
+        if not self.spec.served:
+            return None
+        s = self.segmenter.session
+        names = ("card", "provider", "device", "threads", "path")
+        return {name: getattr(s, name) for name in names}
 
     def run(self, items: Sequence[Item], work: ItemWork, on_result: OnResult) -> None:
         if not self.pool:
@@ -194,12 +215,6 @@ class ProcessEngine:
 
     def limit(self) -> int:
         return self.max_restarts if self.max_restarts is not None else 2 + 2 * len(self.pool)
-
-
-def _served(seg: Segmenter) -> dict:
-    """What a worker needs to present the main process's session as its own (RemoteSession)."""
-    s = seg.session
-    return {"card": s.card, "provider": s.provider, "device": s.device, "threads": s.threads, "path": s.path}
 
 
 def chunk_size(left: int | None, workers: int, batch: int) -> int:

@@ -8,7 +8,8 @@ evaluate, and sends the results back. The steps run one after the other in one t
 the other workers are the overlap, and a worker without reader and writer threads spends
 less CPU per image (no interpreter lock handed back and forth). Messages, on two pipes:
 
-    main -> worker   ("work", ItemWork)        once, after the run lock is taken
+    main -> worker   ("work", ItemWork, served)  once, after the run lock is taken (served: the
+                                               main process's session, when it runs the model)
                      ("items", [Item, ...])    one chunk, in answer to a request
                      ("end",) | ("stop",)      no more items | stop now (fatal fault, Ctrl-C)
                      ("prob", array | str)     served model: a batch's output, or why it failed
@@ -52,7 +53,7 @@ class WorkerSpec:
     config: SegmenterConfig  # the run's segmenter settings
     threads: int  # onnxruntime intra-op threads of the worker's own session
     flush: int  # results sent back in groups of this many (and at the end of each chunk)
-    served: dict | None = None  # the main process's session (card, provider, device) when it runs the model
+    served: bool = False  # the main process runs the model (GPU): no session of the worker's own
 
 
 class _Stopped(BaseException):
@@ -105,17 +106,17 @@ class _Worker:
 
     def start(self) -> None:
         spec = self.spec
-        if spec.served is not None:
-            session = RemoteSession(spec.served, self.results.send, self.replies)
-            seg = spec.config.build(threads=spec.threads, session=session)
-        else:
-            seg = spec.config.build(threads=spec.threads)
+        seg = None if spec.served else spec.config.build(threads=spec.threads)  # loads the model
         self.results.send(("ready", os.getpid()))
         threading.Thread(target=self._receive, name="seginfer-inbox", daemon=True).start()
         msg = self._next()
         if msg[0] == "work":
+            if spec.served:
+                session = RemoteSession(msg[2], self.results.send, self.replies)
+                seg = spec.config.build(threads=spec.threads, session=session)
             self._serve(seg, msg[1])
-        self.results.send(("done", {"cpu_s": time.process_time()}))
+        times = os.times()
+        self.results.send(("done", {"cpu_s": time.process_time(), "sys_s": times.system}))
 
     def _next(self) -> tuple:
         """The next message for this worker's main thread (a message that could not be read raises)."""

@@ -302,3 +302,18 @@ def test_workers_need_the_processes_engine(tmp_path, infer_disk_image, infer_mod
     args = ["--input", tmp_path / "in", "--output", tmp_path / "o", "--engine", "local", "--workers", "2"]
     r = _run(args, infer_model_path)
     assert r.exit_code == 2 and "--workers needs --engine processes" in r.output
+
+
+def test_a_broken_model_stops_before_anything_is_written(tmp_path, infer_disk_image):
+    """The workers start before the main process loads the model; its error is the one reported,
+    the workers are ended, nothing is written."""
+    _make_folder(tmp_path / "in", infer_disk_image, n=2)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    engine = ProcessEngine(2)
+    r = _run(["--input", tmp_path / "in", "--output", tmp_path / "out", "--workers", "2"], bad)
+    assert r.exit_code == 2 and str(bad) in r.output and "segexport" in r.output, r.output
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(Exception, match="cannot load this model"):
+        engine.open(SegmenterConfig(model=bad, device="cpu"))
+    assert engine.pool == []  # ended
