@@ -70,7 +70,7 @@ class RunSpool:
     # -- writing -------------------------------------------------------------------
     def add_case(self, key: str, row: dict) -> None:
         """One case: ``row`` (JSON-able dict) and its ``mean_fields`` values (None when absent)."""
-        means = tuple(row.get(f) for f in self.mean_fields)
+        means = tuple(map(row.get, self.mean_fields))
         self.pending_cases.append((_key(key), json.dumps(row), *means))
         if len(self.pending_cases) >= self.BATCH:
             self.flush()

@@ -10,7 +10,7 @@ less CPU per image (no interpreter lock handed back and forth). Messages, on two
 
     main -> worker   ("work", ItemWork, served)  once, after the run lock is taken (served: the
                                                main process's session, when it runs the model)
-                     ("items", [Item, ...])    one chunk, in answer to a request
+                     ("items", [(src, rel, out_base), ...])  one chunk (Items as tuples), on request
                      ("end",) | ("stop",)      no more items | stop now (fatal fault, Ctrl-C)
                      ("prob", array | str)     served model: a batch's output, or why it failed
     worker -> main   ("ready", pid) | ("failed", why)     after the model is loaded, or not
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unsupseg.infer.api import Segmenter, SegmenterConfig
+from unsupseg.infer.inputs import Item
 from unsupseg.infer.writers import Segmentation
 
 
@@ -156,7 +157,7 @@ class _Worker:
                 self.results.send(("results", [], True))  # the next chunk comes while this one runs
             self.raised = False
             try:
-                run_items(seg, work, msg[1], self._on_result)
+                run_items(seg, work, [Item(*t) for t in msg[1]], self._on_result)
             except _Stopped:
                 pass
             self._flush()
