@@ -76,8 +76,11 @@ def stardist_parts(work: Path, quick: bool) -> list[Part]:
         return []
     data = Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
     parts = []
-    for name, image, mask in (("stardist2d", "img2d.tif", "mask2d.tif"), ("stardist3d", "img3d.tif", "mask3d.tif")):
-        img, gt = tifffile.imread(data / image), tifffile.imread(data / mask) > 0
+    for name, image, mask in (
+        ("stardist2d", "img2d.tif", "mask2d.tif"),
+        ("stardist3d", "img3d.tif", "mask3d.tif"),
+    ):
+        img, gt = tifffile.imread(data / f"{image}.tif"), tifffile.imread(data / f"{mask}.tif") > 0
         img, gt = (img[None], gt[None]) if img.ndim == 2 else (img, gt)
         base = work / name
         (base / "images").mkdir(parents=True, exist_ok=True)
@@ -168,7 +171,9 @@ def segment(part: Part, model: Path | None, out: Path) -> dict:
     """seginfer's run (run_folder, CPU) over the part with ground truth: {iou, iou_any_polarity, ms}."""
     from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
 
-    options = RunOptions(segmenter=SegmenterConfig(model=model, device="cpu"), masks=part.masks, overwrite=True)
+    options = RunOptions(
+        segmenter=SegmenterConfig(model=model, device="cpu"), masks=part.masks, overwrite=True
+    )
     result = run_folder(part.folder, out, options)
     mean, n = result.summary["mean"], max(1, result.summary["n_written"])
     return {"iou": mean["iou"], "iou_any_polarity": mean["iou_any_polarity"], "ms": 1e3 * result.seconds / n}
@@ -217,7 +222,9 @@ def measure(real: Path | None, work: Path, quick: bool, log: Callable[[str], Non
     for part in parts:
         log(f"real: {part.set} {part.split}")
         scores = classical(part)
-        scores["unsupseg packaged model"] = segment(part, None, work / "out" / part.set / part.split / "packaged")
+        scores["unsupseg packaged model"] = segment(
+            part, None, work / "out" / part.set / part.split / "packaged"
+        )
         onnx, info = adapt(part, work / "adapt" / part.set / part.split, quick, log)
         scores["unsupseg adapted (segtrain --data)"] = segment(
             part, onnx, work / "out" / part.set / part.split / "adapted"
