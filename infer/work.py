@@ -87,6 +87,9 @@ class ItemWork:
 
     def write(self, item: Item, seg: Segmentation) -> ItemResult:
         """Write every output of one segmented input, then evaluate its mask."""
+        if self.masks is not None and seg.truth is None:
+            found = self.masks.find(item.rel)  # writers may draw it (--overlays)
+            seg.truth = None if found is None else str(found)
         try:
             for writer in self.writers:
                 writer.write(item, seg)

@@ -7,11 +7,13 @@ base.py and prob.py) and register it with one line in ``WRITERS`` below.
 
 from unsupseg.infer.writers.base import OutputWriter, Segmentation
 from unsupseg.infer.writers.mask import MaskWriter
+from unsupseg.infer.writers.overlay import OverlayWriter
 from unsupseg.infer.writers.prob import ProbWriter
 
 # output name -> writer class (the mask writer is always there and is not listed)
 WRITERS: dict[str, type[OutputWriter]] = {
     ProbWriter.name: ProbWriter,
+    OverlayWriter.name: OverlayWriter,
 }
 
-__all__ = ["WRITERS", "MaskWriter", "OutputWriter", "ProbWriter", "Segmentation"]
+__all__ = ["WRITERS", "MaskWriter", "OutputWriter", "OverlayWriter", "ProbWriter", "Segmentation"]

@@ -24,6 +24,7 @@ class Segmentation:
     mask: np.ndarray  # (P, H, W) bool, the foreground
     prob: np.ndarray | None  # (P, H, W) float32 foreground probability (when a writer needs it)
     image: np.ndarray | None  # (P, H, W) pages as read (when a writer needs them)
+    truth: str | None = None  # the input's ground-truth mask file (--masks), when it has one
 
     @property
     def pages(self) -> int:
