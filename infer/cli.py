@@ -136,6 +136,18 @@ def _device(ctx, param, value):
 @click.option(
     "--save-prob", is_flag=True, help="Also write the foreground probability as float32 NAME_prob.tif."
 )
+@click.option(
+    "--overlays",
+    is_flag=True,
+    help="Also write NAME_overlay.png: the input in gray with the mask outlined in orange and, with "
+    "--masks, the ground truth in sky blue.",
+)
+@click.option(
+    "--html",
+    is_flag=True,
+    help="Also write report.html (opens offline): the run, the summary, an IoU histogram, failures and "
+    "thumbnails of the worst, a random sample and the failed inputs (previews in report_files/).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing masks.")
 @click.option(
     "--skip-existing", is_flag=True, help="Keep existing masks and process only the rest (resume a run)."
@@ -187,6 +199,8 @@ def main(
     fill_holes,
     fmt,
     save_prob,
+    overlays,
+    html,
     overwrite,
     skip_existing,
     shard,
@@ -203,7 +217,7 @@ def main(
     each image is normalised as the model card says, padded to the model's size multiple
     (cropped back after) or run in overlapping tiles when large. Writes one 0/255 mask
     per input at the same relative path under --output, summary.json (always) and a run
-    manifest seginfer.json.
+    manifest seginfer.json; with --html a report.html to look at the results in a browser.
 
     Exit codes: 0 all written, 1 some inputs failed (named on stderr and in summary.json;
     the rest were written), 2 usage error.
@@ -240,10 +254,11 @@ def main(
         recursive=recursive,
         shard=shard,
         fmt=fmt,
-        outputs=("prob",) if save_prob else (),
+        outputs=tuple(name for name, on in (("prob", save_prob), ("overlay", overlays)) if on),
         masks=masks,
         overwrite=overwrite,
         skip_existing=skip_existing,
+        html=html,
     )
     progress = _Progress(quiet, device)
     try:
@@ -262,6 +277,8 @@ def main(
         progress.close()
     if not quiet:
         click.echo(result.table)
+        if result.page is not None:
+            click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
     if result.n_failed:
         click.echo(f"seginfer: {result.n_failed} input(s) failed; see {result.files.summary}", err=True)
         sys.exit(1)

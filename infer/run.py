@@ -2,6 +2,7 @@
 
     inputs --gather, plan--> items --overwrite / resume rule--> engine (read, segment, write)
            --> report rows (spooled to disk) --> summary.json, report.csv, manifest seginfer.json
+           --> report.html (with ``html``, from those files)
 
 Python users get the same files, overwrite and resume rules as the command:
 
@@ -25,6 +26,7 @@ from unsupseg.infer.api import Segmenter, SegmenterConfig
 from unsupseg.infer.engine import Engine, LocalEngine
 from unsupseg.infer.inputs import InputError, Inputs, Plan, gather_inputs, plan_items
 from unsupseg.infer.report import Report
+from unsupseg.infer.report_html import PageResult, build_report
 from unsupseg.infer.runfiles import RunFiles
 from unsupseg.infer.work import ItemResult, ItemWork
 
@@ -51,6 +53,7 @@ class RunOptions:
     masks: str | os.PathLike | None = None  # ground-truth folder: report.csv and metrics
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # keep inputs whose outputs exist, process the rest (resume)
+    html: bool = False  # write report.html (and report_files/) at the end (report_html.py)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class RunResult:
     table: str  # the short text table seginfer prints
     seconds: float  # wall time of the segmentation itself
     segmenter: Segmenter  # what ran (model card, provider, device)
+    page: PageResult | None = None  # report.html with RunOptions.html
 
     @property
     def n_failed(self) -> int:
@@ -135,7 +139,10 @@ def run_folder(
         n_failed=report.n_failed,
     )
     write_text_atomic(files.manifest, _json(manifest))
-    return RunResult(files, summary, table, elapsed, segmenter)
+    page = None
+    if options.html:  # from the files just written: the same page segreport --html makes
+        page = build_report(files.summary, [files.manifest], files.html)
+    return RunResult(files, summary, table, elapsed, segmenter, page)
 
 
 def plan_run(inputs: str | os.PathLike | Inputs, output: Path, options: RunOptions) -> tuple[Plan, ItemWork]:
@@ -199,4 +206,5 @@ def _manifest(args: dict, segmenter: Segmenter, n_images: int) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cwd": os.getcwd(),  # relative input paths in summary.json start here (segreport --html)
     }

@@ -1,6 +1,7 @@
 """The names of a run's own files in its output folder, for ``seginfer``, ``segreport`` and the merge.
 
     summary.json   always             report.csv   with --masks        seginfer.json   the manifest
+    report.html    with --html, and its previews in report_files/ (the page's name + "_files")
 
 A shard ``--shard I/N`` adds ``-shard-I-of-N`` to each name, so shards writing into
 one folder never clobber each other; ``segreport`` merges them into the plain names.
@@ -38,6 +39,15 @@ class RunFiles:
     @property
     def manifest(self) -> Path:
         return Path(self.folder) / f"seginfer{self.suffix}.json"
+
+    @property
+    def html(self) -> Path:
+        return Path(self.folder) / f"report{self.suffix}.html"
+
+    @property
+    def html_files(self) -> Path:
+        """The folder of the page's previews, named after it as browsers save pages."""
+        return Path(self.folder) / f"report{self.suffix}_files"
 
     def spool(self) -> Path:
         """A fresh hidden temporary file beside the summary for the run's spooled rows."""
