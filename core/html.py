@@ -144,7 +144,7 @@ def _ticks(lo: float, hi: float) -> list[float]:
 def _frame(title: str, xlabel: str, ylabel: str, xt: list[tuple[float, str]], yt: list[tuple[float, str]]):
     parts = [
         f'<svg class="chart" role="img" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" '
-        f'xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">',
+        f'font-family="sans-serif" font-size="11">',
         f"<title>{esc(title)}</title>",
         f'<text x="{_W / 2}" y="16" text-anchor="middle" font-size="13">{esc(title)}</text>',
         f'<line x1="{_L}" y1="{_H - _B}" x2="{_W - _R}" y2="{_H - _B}" stroke="#888"/>',

@@ -10,7 +10,7 @@ For each shown input (``report_select.Entry``), from what the run left on disk:
 The overlay of the large view is the outlines laid over the gray image. Only the shown
 inputs are read (a few hundred, whatever the size of the run), in a few threads, one
 image each at a time: memory is a few images, disk about 10 KB per shown input for
-small images (up to about 60 KB for large, noisy ones).
+small images (about 25 KB for a 256 px preview of a large, noisy one).
 
 Paths are the ones summary.json records; relative ones are resolved against the folder
 the run was started from (``cwd`` in the manifest). An input that is gone or cannot be
@@ -31,7 +31,7 @@ from unsupseg.core.overlay import preview
 from unsupseg.infer.report_select import Entry
 
 MAX_SIDE = 256  # pixels, the longer side of a preview
-JPEG_QUALITY = 85
+JPEG_QUALITY = 80
 
 
 @dataclass
@@ -84,8 +84,8 @@ def _make(entry: Entry, folder: Path, cwd: str | None, max_side: int) -> Preview
     gray.save(folder / out.image, format="JPEG", quality=JPEG_QUALITY)
     if mask_im is not None:
         out.mask, out.lines = f"{key}_mask.png", f"{key}_lines.png"
-        mask_im.save(folder / out.mask, format="PNG", optimize=True)
-        lines.save(folder / out.lines, format="PNG", optimize=True)
+        mask_im.save(folder / out.mask, format="PNG")
+        lines.save(folder / out.lines, format="PNG")
     return out
 
 
