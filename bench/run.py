@@ -9,7 +9,8 @@ peak), e2e (seginfer on a folder vs the model alone), classical (Otsu, blur + Ot
 Chan-Vese, morphological Chan-Vese vs unsupseg on held-out images), sweep (accuracy and
 speed over widths, from ``--sweep`` checkpoints), real (training on a real unlabeled folder),
 memory (peak RSS of seginfer), training (images/s, ``make train`` wall time), stream
-(``segtrain --data DIR`` memory), quant (int8 vs fp32), gpu.
+(``segtrain --data DIR`` memory), quant (int8 vs fp32), report (report.html of a large run:
+size and build time), gpu.
 
 Every section uses the same weights: ``--checkpoint`` is exported to a temporary .onnx
 with ``segexport``'s own code, so torch and onnxruntime run identical parameters.
@@ -46,7 +47,7 @@ import click
 
 from bench.common import ROOT, Section, Settings, Shared, export_checkpoint, log
 from bench.report import render, results_json
-from bench.sections import classical, e2e, gpu, memory, model, quant, real, stream, sweep, training
+from bench.sections import classical, e2e, gpu, memory, model, quant, real, report, stream, sweep, training
 from bench.timing import machine, usable_cores
 
 # name -> module with run(shared) -> Section; the order is the order of running and of the page
@@ -60,6 +61,7 @@ SECTIONS = {
     "training": training,
     "stream": stream,
     "quant": quant,
+    "report": report,
     "gpu": gpu,
 }
 
