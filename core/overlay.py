@@ -109,6 +109,8 @@ def _fit(shape: tuple[int, int], max_side: int) -> tuple[int, int]:
 def _nearest(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a 2-D array to ``size`` (width, height): labels stay labels."""
     w, h = size
+    if (h, w) == a.shape:
+        return a
     rows = (np.arange(h) * a.shape[0] // h).astype(np.intp)
     cols = (np.arange(w) * a.shape[1] // w).astype(np.intp)
     return a[rows[:, None], cols[None, :]]
@@ -131,7 +133,9 @@ def preview(
     from PIL import Image
 
     size = _fit(page.shape, max_side)
-    gray = Image.fromarray(display_u8(page)).resize(size, Image.Resampling.BOX)
+    gray = Image.fromarray(display_u8(page))
+    if gray.size != size:
+        gray = gray.resize(size, Image.Resampling.BOX)
     if mask is None:
         return gray, None, None
     small = _nearest(np.asarray(mask, dtype=bool), size)

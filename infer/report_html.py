@@ -55,7 +55,7 @@ def build_report(
     worst: int = WORST,
     random: int = RANDOM,
     failed: int = FAILED,
-    threads: int = 4,
+    threads: int = 0,
 ) -> PageResult:
     """Write ``html_path`` and its ``NAME_files/`` folder for the run of ``summary`` (see module doc)."""
     start = time.perf_counter()

@@ -45,10 +45,12 @@ class Preview:
 
 
 def make_previews(
-    entries: list[Entry], folder: Path, cwd: str | None = None, threads: int = 4, max_side: int = MAX_SIDE
+    entries: list[Entry], folder: Path, cwd: str | None = None, threads: int = 0, max_side: int = MAX_SIDE
 ) -> dict[str, Preview]:
-    """Write the previews of ``entries`` into ``folder``; {entry key: Preview}."""
+    """Write the previews of ``entries`` into ``folder``; {entry key: Preview}. ``threads``: 0 = one
+    per core, at most 4 (decoding and encoding release the GIL only part of the time)."""
     folder.mkdir(parents=True, exist_ok=True)
+    threads = threads or min(4, os.cpu_count() or 1)
 
     def one(entry: Entry) -> Preview:
         try:
@@ -84,8 +86,8 @@ def _make(entry: Entry, folder: Path, cwd: str | None, max_side: int) -> Preview
     gray.save(folder / out.image, format="JPEG", quality=JPEG_QUALITY)
     if mask_im is not None:
         out.mask, out.lines = f"{key}_mask.png", f"{key}_lines.png"
-        mask_im.save(folder / out.mask, format="PNG")
-        lines.save(folder / out.lines, format="PNG")
+        mask_im.save(folder / out.mask, format="PNG", compress_level=1)  # tiny either way; 1 is fastest
+        lines.save(folder / out.lines, format="PNG", compress_level=1)
     return out
 
 
