@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/default
 DEMO   ?= runs/demo
 
-.PHONY: install train model demo test test-fast bench lint format clean
+.PHONY: install train model bioimageio demo test test-fast bench lint format clean
 
 install: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray,bioimageio]"
 	# annotated real nuclei for the benchmark and its test: only the wheel's data files are read,
 	# --no-deps keeps its TensorFlow stack out
 	$(BIN)/python -m pip install --quiet --no-deps stardist==0.9.2
@@ -30,6 +30,11 @@ train: $(STAMP)
 ## Retrain, export and package the default model used by seginfer when --model is not given
 model: train
 	$(BIN)/segexport $(RUN)/model.pt infer/models/default.onnx --overwrite
+
+## Package the default model for bioimage.io (deepImageJ, ilastik, QuPath, napari) and test it as the zoo does
+bioimageio: $(RUN)/model.pt
+	$(BIN)/segexport $(RUN)/model.pt $(RUN)/model.bioimageio.zip --bioimageio --overwrite
+	$(BIN)/bioimageio test $(RUN)/model.bioimageio.zip --devices '["CPUExecutionProvider"]'
 
 ## The main job on built-in data: train briefly, export, segment a sample folder, print the report
 demo: $(STAMP)

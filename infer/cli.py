@@ -108,10 +108,11 @@ def _device(ctx, param, value):
 )
 @click.option(
     "--foreground",
-    type=click.Choice(["bright", "dark", "model"]),
-    help="Which region is foreground, per image: the brighter or darker one (mean intensity inside "
-    "vs outside the prediction), or the model's output as is.  [default: from the model metadata, "
-    "usually bright]",
+    type=click.Choice(["auto", "border", "minority", "bright", "dark", "model"]),
+    help="Which of the two regions is foreground, per image. auto: the one that touches the image "
+    "border less and covers less of the image (their mean share), right for bright and dark objects; "
+    "border or minority: one of the two alone; bright/dark: the higher/lower mean intensity; model: "
+    "the network's output as is.  [default: from the model metadata, auto for new models]",
 )
 @click.option(
     "--min-size",

@@ -131,4 +131,4 @@ def _finish_rows(src, page, y0, prob, threshold, rule, mask_out, prob_out, sums:
     step = max(1, (1 << 20) // max(w, 1))
     for r in range(y0, y1, step):
         r1 = min(r + step, y1)
-        sums.add(src.normalised(page, slice(r, r1), slice(0, w)), region[r - y0 : r1 - y0])
+        sums.add(src.normalised(page, slice(r, r1), slice(0, w)), region[r - y0 : r1 - y0], r, len(mask_out))

@@ -41,7 +41,8 @@ def _build_infer_test_model(path, kernel: int = 3) -> None:
     )
     # ir_version 10: what onnxruntime >= 1.20 reads (newer onnx defaults to a newer IR).
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    helper.set_model_props(model, ModelCard(arch="test-mean", width=1).to_metadata())
+    # the rule the tests of today's behaviour were written for; tests of "auto" pass foreground=
+    helper.set_model_props(model, ModelCard(arch="test-mean", width=1, polarity="bright").to_metadata())
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
@@ -71,3 +72,40 @@ def _disk_image(h: int, w: int, seed: int = 0, noise: float = 0.08, n_disks: int
 def infer_disk_image():
     """Factory: ``infer_disk_image(h, w, seed=0)`` -> (image float32, mask bool)."""
     return _disk_image
+
+
+# -- export fixtures (tests/test_export.py, tests/test_bioimageio.py): tiny trained checkpoints --
+def _train_few_steps(folder, arch: str, width: int):
+    """model.pt of a 2-epoch run on 64 generated 32x32 images (the seed preset for arch 'seed')."""
+    from unsupseg.train.config import make_config
+    from unsupseg.train.data import generate, save_npz
+    from unsupseg.train.loop import run_training
+
+    xtr, ytr = generate(64, seed=21)
+    xte, yte = generate(32, seed=22)
+    save_npz(folder / "d.npz", {"image_train": xtr, "mask_train": ytr, "image_test": xte, "mask_test": yte})
+    cfg = make_config(
+        "seed" if arch == "seed" else "default",
+        data=str(folder / "d.npz"),
+        out=str(folder / "run"),
+        width=width,
+        epochs=2,
+        threads=1,
+    )
+    run_training(cfg, log=lambda m: None, progress=False, plots=False)
+    return folder / "run" / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """Factory: ``tiny_checkpoint(arch, width)`` -> path of a briefly trained model.pt, trained
+    once per session for each (arch, width); callers must not modify the file."""
+    cache = {}
+
+    def make(arch: str = "unet", width: int = 8):
+        if (arch, width) not in cache:
+            folder = tmp_path_factory.mktemp(f"train_{arch}{width}")
+            cache[arch, width] = _train_few_steps(folder, arch, width)
+        return cache[arch, width]
+
+    return make

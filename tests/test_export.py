@@ -11,34 +11,13 @@ from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
 from unsupseg.export.cli import main as segexport
 from unsupseg.export.export import ATOL, RTOL, export_onnx, verification_inputs
 from unsupseg.train.checkpoint import load_model
-from unsupseg.train.config import make_config
-from unsupseg.train.loop import run_training
-
-
-def _train_few_steps(tmp_path_factory, arch, width):
-    from unsupseg.train.data import generate, save_npz
-
-    d = tmp_path_factory.mktemp(f"train_{arch}")
-    xtr, ytr = generate(64, seed=21)
-    xte, yte = generate(32, seed=22)
-    save_npz(d / "d.npz", {"image_train": xtr, "mask_train": ytr, "image_test": xte, "mask_test": yte})
-    cfg = make_config(
-        "seed" if arch == "seed" else "default",
-        data=str(d / "d.npz"),
-        out=str(d / "run"),
-        width=width,
-        epochs=2,
-        threads=1,
-    )
-    run_training(cfg, log=lambda m: None, progress=False, plots=False)
-    return d / "run" / "model.pt"
 
 
 @pytest.fixture(scope="module", params=[("seed", 8), ("unet", 8)], ids=["seed", "default-unet"])
-def exported(request, tmp_path_factory):
+def exported(request, tiny_checkpoint, tmp_path_factory):
     arch, width = request.param
-    ckpt = _train_few_steps(tmp_path_factory, arch, width)
-    onnx_path = ckpt.with_name("model.onnx")
+    ckpt = tiny_checkpoint(arch, width)
+    onnx_path = tmp_path_factory.mktemp(f"export_{arch}") / "model.onnx"
     report = export_onnx(ckpt, onnx_path, log=lambda m: None)
     return ckpt, onnx_path, report
 
@@ -155,8 +134,8 @@ def test_seginfer_masks_match_torch_masks(exported, tmp_path):
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.fixture(scope="module")
-def good_ckpt(tmp_path_factory):
-    return _train_few_steps(tmp_path_factory, "unet", 4)
+def good_ckpt(tiny_checkpoint):
+    return tiny_checkpoint("unet", 4)
 
 
 def _export(args):

@@ -323,3 +323,66 @@ def test_cleanup_min_size_counts_pixels(infer_model_path):
     keep = Segmenter(infer_model_path, device="cpu", min_size=12).predict(image)[0]
     drop = Segmenter(infer_model_path, device="cpu", min_size=13).predict(image)[0]
     assert keep[11, 11] and not drop[11, 11] and drop[42, 42]
+
+
+# -- the label-free default rule: objects touch the frame less and cover less --------------------
+@pytest.mark.parametrize("rule", ["auto", "border", "minority"])
+@pytest.mark.parametrize("objects", ["bright", "dark"])
+def test_shape_rules_pick_the_objects_of_either_polarity(infer_model_path, infer_disk_image, rule, objects):
+    image, truth = infer_disk_image(96, 80, seed=5)
+    if objects == "dark":
+        image = 1.0 - image  # dark disks on a bright background: the network's region 1 is the background
+    mask, prob = Segmenter(infer_model_path, device="cpu", foreground=rule).predict(image)
+    assert iou(mask, truth) > 0.9
+    assert ((prob >= 0.5) == mask).all()  # the probability is that of the foreground
+
+
+def test_auto_takes_the_stronger_share():
+    """A large central object (covers more than half, never touches the frame) is the foreground;
+    a thin frame-wide grid that covers little is too."""
+    norm = np.zeros((40, 40), np.float32)
+    norm[3:37, 3:37] = 1.0  # 72% of the image, no border pixel
+    prob = np.where(norm > 0, 0.9, 0.1).astype(np.float32)
+    assert apply_polarity(norm, prob, 0.5, "auto")[0][20, 20]
+    assert not apply_polarity(norm, prob, 0.5, "minority")[0][20, 20]
+    grid = np.zeros((40, 40), bool)
+    grid[::8, :] = grid[:, ::8] = True  # 23% of the pixels, 56% of the border
+    prob = np.where(grid, 0.9, 0.1).astype(np.float32)
+    assert apply_polarity(grid.astype(np.float32), prob, 0.5, "auto")[0][8, 3]
+    assert not apply_polarity(grid.astype(np.float32), prob, 0.5, "border")[0][8, 3]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_region_sums_band_by_band_equal_whole_page(seed):
+    from unsupseg.infer.polarity import RegionSums
+
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(4, 60)), int(rng.integers(1, 60))
+    norm = rng.random((h, w), dtype=np.float32)
+    region = rng.random((h, w)) < rng.random()
+    whole = RegionSums()
+    whole.add(norm, region)
+    banded = RegionSums()
+    cuts = sorted({0, h, *rng.integers(1, h, size=3).tolist()})
+    for y0, y1 in zip(cuts, cuts[1:], strict=False):
+        banded.add(norm[y0:y1], region[y0:y1], y0, h)
+    assert (banded.n, banded.n_in, banded.border, banded.border_in) == (
+        whole.n,
+        whole.n_in,
+        whole.border,
+        whole.border_in,
+    )
+    frame = np.zeros((h, w), bool)
+    frame[[0, -1], :] = frame[:, [0, -1]] = True
+    assert (whole.border, whole.border_in) == (frame.sum(), (region & frame).sum())
+
+
+@pytest.mark.parametrize("rule", ["auto", "border", "minority"])
+def test_tiled_shape_rules_equal_whole_image(infer_model_path, infer_disk_image, rule):
+    image, _ = infer_disk_image(300, 230, seed=8)
+    image = 1.0 - image  # dark objects
+    seg = Segmenter(infer_model_path, device="cpu", tile_size=64, tile_overlap=8, foreground=rule)
+    want_mask, want_prob = _whole_image_blend(seg, image)
+    mask, prob = seg.predict(image)
+    np.testing.assert_array_equal(mask, want_mask)
+    np.testing.assert_array_equal(prob, want_prob)
