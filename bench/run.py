@@ -8,6 +8,7 @@ Sections (``--sections``): model (torch eager vs onnxruntime, GFLOP/s against th
 peak), e2e (seginfer on a folder vs the model alone), classical (Otsu, blur + Otsu,
 Chan-Vese, morphological Chan-Vese vs unsupseg on held-out images), sweep (accuracy and
 speed over widths, from ``--sweep`` checkpoints), real (training on a real unlabeled folder),
+objects (instance labels on real nuclei, --labels cost),
 memory (peak RSS of seginfer), training (images/s, ``make train`` wall time), stream
 (``segtrain --data DIR`` memory), quant (int8 vs fp32), report (report.html of a large run:
 size and build time), gpu.
@@ -47,7 +48,20 @@ import click
 
 from bench.common import ROOT, Section, Settings, Shared, export_checkpoint, log
 from bench.report import render, results_json
-from bench.sections import classical, e2e, gpu, memory, model, quant, real, report, stream, sweep, training
+from bench.sections import (
+    classical,
+    e2e,
+    gpu,
+    memory,
+    model,
+    objects,
+    quant,
+    real,
+    report,
+    stream,
+    sweep,
+    training,
+)
 from bench.timing import machine, usable_cores
 
 # name -> module with run(shared) -> Section; the order is the order of running and of the page
@@ -57,6 +71,7 @@ SECTIONS = {
     "classical": classical,
     "sweep": sweep,
     "real": real,
+    "objects": objects,
     "memory": memory,
     "training": training,
     "stream": stream,

@@ -10,6 +10,12 @@ converted to gray with the ITU-R BT.709 luma weights (0.2125 R + 0.7154 G +
 through tifffile (8/16/32-bit integer and float, any number of pages); PNG, JPEG
 and BMP through Pillow.
 
+``max_pixels`` (``read_pages``, ``read_mask``) refuses a page whose header claims
+more pixels, before any of them is allocated (``ImageTooLargeError``): the guard
+against decompression bombs, for TIFF as for Pillow's formats. ``seginfer`` passes
+Pillow's own limit by default (``PILLOW_MAX_PIXELS``) and ``--max-megapixels`` raises
+it; None leaves TIFF unchecked and Pillow's formats to Pillow's own limit.
+
 Writers put the file under a temporary name in the same folder and rename it,
 so a crash or Ctrl-C never leaves a half-written mask behind.
 """
@@ -18,18 +24,22 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import stat
 from pathlib import Path
 
 import numpy as np
 
 from unsupseg.core.atomic import atomic_path, write_bytes_atomic
-from unsupseg.core.errors import ImageReadError
+from unsupseg.core.errors import ImageReadError, ImageTooLargeError
 from unsupseg.core.normalize import histogram_dtype
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")
 MIN_SIDE = 4  # smaller images carry no shape to segment
+# Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS (int(1024 * 1024 * 1024 // 4 // 3)):
+# seginfer's default --max-megapixels (a test checks it against the installed Pillow)
+PILLOW_MAX_PIXELS = 89_478_485
 _LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 
 
@@ -60,12 +70,28 @@ def _to_gray(arr: np.ndarray, channels_last: bool) -> np.ndarray:
     return arr[..., :3].astype(np.float32) @ _LUMA
 
 
-def _tiff_pages(path: Path) -> np.ndarray:
+def check_size(path, height: int, width: int, max_pixels: int | None) -> None:
+    """Raise ImageTooLargeError when one (height, width) page passes ``max_pixels`` (None: no limit)."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageTooLargeError(path, height * width, max_pixels, (height, width))
+
+
+def _check_series(path, series, max_pixels: int | None) -> None:
+    """The page size a TIFF series' header claims, checked before its data is read."""
+    dims = dict(zip(series.axes, series.shape, strict=True))
+    shape = tuple(series.shape) or (1,)
+    height = dims.get("Y", shape[-2] if len(shape) > 1 else 1)
+    check_size(path, int(height), int(dims.get("X", shape[-1])), max_pixels)
+
+
+def _tiff_pages(path: Path, max_pixels: int | None = None) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise ImageReadError(f"{path}: TIFF has no image data")
+        for series in tif.series:
+            _check_series(path, series, max_pixels)
         stacks = []
         for series in tif.series:
             arr = series.asarray()
@@ -92,16 +118,42 @@ def _tiff_pages(path: Path) -> np.ndarray:
     return np.concatenate(stacks, axis=0)
 
 
-def _pil_array(path: Path) -> np.ndarray:
+def _open_pil(path: Path, max_pixels: int | None):
+    """``PIL.Image.open`` (the header only) with the page size checked against ``max_pixels``.
+
+    Pillow refuses images above twice its own limit (``PIL.Image.MAX_IMAGE_PIXELS``, a
+    process-wide setting) before we see their size; a ``max_pixels`` above that limit
+    raises it to ``max_pixels`` so that ours is the one in force.
+    """
+    from PIL import Image
+
+    if max_pixels is not None and Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        if max_pixels is None:
+            raise
+        claimed = re.search(r"\((\d+) pixels\)", str(e))  # "Image size (N pixels) exceeds limit ..."
+        raise ImageTooLargeError(path, int(claimed[1]) if claimed else 0, max_pixels) from None
+    try:
+        check_size(path, im.height, im.width, max_pixels)
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def _pil_array(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """PNG / JPEG / BMP through Pillow directly: (H, W), (H, W, C) or frames (F, H, W[, C]).
 
     Pillow is what imageio would call for these formats; calling it directly halves the
     decode time of small files, which dominates seginfer on folders of small images.
     Palette images are expanded to RGB(A); 16-bit gray stays 16-bit.
     """
-    from PIL import Image, ImageSequence
+    from PIL import ImageSequence
 
-    with Image.open(path) as im:
+    with _open_pil(path, max_pixels) as im:
         frames = []
         for frame in ImageSequence.Iterator(im):
             if frame.mode == "P":
@@ -112,8 +164,8 @@ def _pil_array(path: Path) -> np.ndarray:
     return frames[0] if len(frames) == 1 else np.stack(frames)
 
 
-def _plain_pages(path: Path) -> np.ndarray:
-    arr = _pil_array(path)
+def _plain_pages(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    arr = _pil_array(path, max_pixels)
     if arr.ndim == 2:
         return _native(arr)[None]
     if arr.ndim == 3 and arr.shape[-1] in (1, 2, 3, 4):
@@ -136,11 +188,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return read_pages(path).astype(np.float32, copy=False)
 
 
-def read_pages(path: str | os.PathLike) -> np.ndarray:
+def read_pages(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read one image file as pages (P, H, W): gray 8/16-bit integer data as stored
     (uint8, uint16, int16...), anything else (colour, float, 32-bit) as float32.
 
-    The same checks and errors as ``read_image``, whose values it has exactly.
+    The same checks and errors as ``read_image``, whose values it has exactly. A page
+    above ``max_pixels`` is refused from the file's header (``ImageTooLargeError``).
     """
     path = Path(path)
     try:
@@ -153,9 +206,9 @@ def read_pages(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: file is empty")
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            pages = _tiff_pages(path)
+            pages = _tiff_pages(path, max_pixels)
         else:
-            pages = _plain_pages(path)
+            pages = _plain_pages(path, max_pixels)
     except ImageReadError:
         raise
     except Exception as e:  # the decoders raise many types; name the file and the cause
@@ -182,16 +235,30 @@ def _all_finite(a: np.ndarray) -> bool:
     return all(np.isfinite(flat[i : i + step]).all() for i in range(0, flat.size, step))
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
+def read_mask(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Read a ground-truth mask as bool pages (P, H, W): any nonzero value is foreground."""
+    return read_mask_values(path, max_pixels) != 0
+
+
+def read_mask_values(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read a ground-truth mask or label image as pages (P, H, W) with its values as stored.
+
+    Integer label images (one value per object) keep their labels; ``read_mask`` is this
+    image ``!= 0``. A colour mask becomes its any-channel-nonzero map (bool).
+    """
     path = Path(path)
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             import tifffile
 
-            arr = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                if tif.series:
+                    _check_series(path, tif.series[0], max_pixels)
+                arr = tif.asarray()
         else:
-            arr = _pil_array(path)
+            arr = _pil_array(path, max_pixels)
+    except ImageReadError:
+        raise
     except Exception as e:
         raise ImageReadError(f"{path}: cannot decode mask ({_reason(e)})") from e
     arr = np.asarray(arr)
@@ -201,7 +268,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
         arr = arr[None]
     if arr.ndim != 3:
         raise ImageReadError(f"{path}: unsupported mask dimensions {arr.shape}")
-    return arr != 0
+    return arr
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
@@ -238,3 +305,27 @@ def write_float_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
     a = np.asarray(array, dtype=np.float32)
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, a, compression="zlib", photometric="minisblack")
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray) -> None:
+    """Write an instance label image (H, W) or (P, H, W) as uint16 TIFF (uint32 above 65,535), atomically.
+
+    0 is background. zlib-compressed, one page per input page; Fiji, napari and
+    tifffile read it as is.
+    """
+    import tifffile
+
+    from unsupseg.core.labels import label_dtype
+
+    a = np.asarray(labels)
+    a = a.astype(label_dtype(int(a.max()) if a.size else 0), copy=False)
+    with atomic_path(path) as tmp:  # zlib level 1: half the time of the default level, 2x the size
+        tifffile.imwrite(tmp, a, compression="zlib", compressionargs={"level": 1}, photometric="minisblack")
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read a label image written by ``write_labels`` as pages (P, H, W)."""
+    arr = read_mask_values(path)
+    if arr.dtype.kind not in "iu":
+        raise ImageReadError(f"{path}: not an integer label image ({arr.dtype}); write labels with --labels")
+    return arr

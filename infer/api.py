@@ -24,6 +24,7 @@ import numpy as np
 
 from unsupseg.core.errors import ImageReadError, ModelFileError
 from unsupseg.core.imageio import check_pages
+from unsupseg.core.labels import DEFAULT_MIN_DISTANCE, Labeling
 from unsupseg.core.modelcard import POLARITY_RULES, ModelCard
 from unsupseg.core.normalize import histogram_dtype
 from unsupseg.infer.polarity import apply_polarity  # noqa: F401  (re-exported: the rule of predict)
@@ -66,6 +67,9 @@ class SegmenterConfig:
     max_batch_pixels: int = MAX_BATCH_PIXELS  # fewer images per call above this many pixels
     min_size: int = 0  # drop foreground objects with fewer pixels (0 = keep all)
     fill_holes: bool = False  # fill background enclosed by foreground
+    split: bool = False  # instance labels: separate touching objects (distance-transform watershed)
+    min_distance: int = DEFAULT_MIN_DISTANCE  # pixels between the centres of objects --split separates
+    labels_3d: bool = False  # label a multi-page image as one volume instead of page by page
 
     def __post_init__(self) -> None:
         if isinstance(self.device, str):
@@ -83,7 +87,8 @@ class Segmenter:
 
     Args: see ``SegmenterConfig`` (``model``, ``device`` as "auto" | "cpu" | "cuda" |
     "cuda:N", ``threads``, ``tile_size``, ``tile_overlap``, ``batch_size``,
-    ``threshold``, ``foreground``, ``max_batch_pixels``, ``min_size``, ``fill_holes``).
+    ``threshold``, ``foreground``, ``max_batch_pixels``, ``min_size``, ``fill_holes``,
+    ``split``, ``min_distance``, ``labels_3d``: how ``predict(..., labels=True)`` labels objects).
     """
 
     def __init__(
@@ -99,6 +104,9 @@ class Segmenter:
         max_batch_pixels: int = MAX_BATCH_PIXELS,
         min_size: int = 0,
         fill_holes: bool = False,
+        split: bool = False,
+        min_distance: int = DEFAULT_MIN_DISTANCE,
+        labels_3d: bool = False,
     ):
         from unsupseg.infer.session import OnnxSession
 
@@ -125,6 +133,7 @@ class Segmenter:
         self.threshold = float(self.card.threshold if threshold is None else threshold)
         self.foreground = foreground or self.card.polarity
         self.cleanup = Cleanup(min_size, fill_holes)
+        self.labeling = Labeling(split, min_distance, labels_3d, min_size)
         self._grids: dict[tuple[int, int], TileGrid] = {}  # image shape -> its tiles
 
     @property
@@ -151,8 +160,14 @@ class Segmenter:
         return grid
 
     # -- single images -------------------------------------------------------------
-    def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Raw image (H, W) or pages (P, H, W), any dtype -> (mask bool, foreground prob), same shape."""
+    def predict(self, image: np.ndarray, labels: bool = False) -> tuple[np.ndarray, ...]:
+        """Raw image (H, W) or pages (P, H, W), any dtype -> (mask bool, foreground prob), same shape.
+
+        ``labels=True``: (mask, prob, labels), ``labels`` the instance label image (int32, 0 =
+        background) made as ``seginfer --labels`` makes it (``self.labeling``: ``split``,
+        ``min_distance``, ``labels_3d``, ``min_size``). ``unsupseg.core.objects.measure_objects``
+        measures it.
+        """
         arr = np.asarray(image)
         if arr.ndim not in (2, 3):
             raise ImageReadError(
@@ -168,7 +183,8 @@ class Segmenter:
         if isinstance(result, BaseException):
             raise result
         mask, prob = result
-        return (mask[0], prob[0]) if arr.ndim == 2 else (mask, prob)
+        out = (mask, prob, self.labeling.label(mask)) if labels else (mask, prob)
+        return tuple(a[0] for a in out) if arr.ndim == 2 else out
 
     def prepare(self, pages: np.ndarray, source: str = "image") -> np.ndarray | TiledPages:
         """Check raw pages (P, H, W) from any source, then ``normalise`` them."""

@@ -2,7 +2,8 @@
 
 A thin layer over ``unsupseg.infer.run.run_folder``: parse and check the arguments,
 run, print a short report. Exit codes (DESIGN.md): 0 all inputs written, 1 some
-inputs failed (the rest were written), 2 usage error.
+inputs failed (the rest were written), 2 usage error, 3 the run stopped because of
+its output (disk full, read-only, folder removed, permission denied).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 import click
 
 from unsupseg import __version__
+from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.api import DEFAULT_BATCH_SIZE
+from unsupseg.infer.cli_objects import labeling_options, object_options
 from unsupseg.infer.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 
@@ -149,6 +152,16 @@ def _device(ctx, param, value):
     help="Also write report.html (opens offline): the run, the summary, an IoU histogram, failures and "
     "thumbnails of the worst, a random sample and the failed inputs (previews in report_files/).",
 )
+@object_options
+@click.option(
+    "--max-megapixels",
+    default=PILLOW_MAX_PIXELS / 1e6,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Refuse images with more megapixels per page, from the file's header before anything is "
+    "allocated (a guard against decompression bombs; the default is Pillow's limit). Raise it to "
+    "process a real image that large: it runs in tiles.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace existing masks.")
 @click.option(
     "--skip-existing", is_flag=True, help="Keep existing masks and process only the rest (resume a run)."
@@ -202,6 +215,12 @@ def main(
     save_prob,
     overlays,
     html,
+    labels,
+    split,
+    min_distance,
+    labels_3d,
+    rois,
+    max_megapixels,
     overwrite,
     skip_existing,
     shard,
@@ -220,23 +239,37 @@ def main(
     per input at the same relative path under --output, summary.json (always) and a run
     manifest seginfer.json; with --html a report.html to look at the results in a browser.
 
+    Objects: --labels writes label images and objects.csv, --rois ImageJ ROIs; instance
+    label images in --masks add instance metrics (F1, AP, PQ) to summary.json.
+
     Exit codes: 0 all written, 1 some inputs failed (named on stderr and in summary.json;
-    the rest were written), 2 usage error.
+    the rest were written), 2 usage error (or another run of the same run files into
+    --output is on), 3 stopped because of the output (file system full or read-only,
+    folder removed, permission denied): the message says how many masks were written
+    (none is partial) and gives the command that resumes with --skip-existing.
     """
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="seginfer: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # tifffile's notes on odd files; a file it cannot read is named by our own message
+        logging.getLogger("tifffile").setLevel(logging.ERROR)
     if tile_overlap * 2 >= tile_size:
         raise click.BadParameter(
             f"must be less than half of --tile-size ({tile_size})", param_hint="--tile-overlap"
         )
+    labeling = labeling_options(labels, rois, masks, split, min_distance, labels_3d)
     from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
     from unsupseg.infer.api import SegmenterConfig
+    from unsupseg.infer.console import Progress, resume_command, stop_message
     from unsupseg.infer.engine import EngineError
+    from unsupseg.infer.faults import RunStopped
     from unsupseg.infer.inputs import InputError
     from unsupseg.infer.run import RunOptions, run_folder
+    from unsupseg.infer.runlock import RunLockedError
+
+    _quiet_pillow_bomb_warning()
 
     engine_ = _engine(engine, ray_address, ray_actors)
     options = RunOptions(
@@ -251,22 +284,31 @@ def main(
             foreground=foreground,
             min_size=min_size,
             fill_holes=fill_holes,
+            **labeling,
         ),
         recursive=recursive,
         shard=shard,
         fmt=fmt,
-        outputs=tuple(name for name, on in (("prob", save_prob), ("overlay", overlays)) if on),
+        outputs=tuple(
+            name
+            for name, on in (("prob", save_prob), ("labels", labels), ("rois", rois), ("overlay", overlays))
+            if on
+        ),
         masks=masks,
         overwrite=overwrite,
         skip_existing=skip_existing,
+        max_megapixels=max_megapixels,
         html=html,
     )
-    progress = _Progress(quiet, device)
+    progress = Progress(quiet, device)
+    ctx = click.get_current_context()
     try:
-        result = run_folder(
-            input_path, output, options, engine_, progress, args=click.get_current_context().params
-        )
-    except (InputError, OutputExistsError, ImageReadError) as e:
+        result = run_folder(input_path, output, options, engine_, progress, args=ctx.params)
+    except RunStopped as e:
+        progress.close()
+        click.echo(stop_message(e, resume_command(ctx)), err=True)
+        sys.exit(3)
+    except (InputError, OutputExistsError, ImageReadError, RunLockedError) as e:
         raise click.UsageError(str(e)) from None
     except DeviceError as e:
         raise click.BadParameter(str(e), param_hint="--device") from None
@@ -302,46 +344,14 @@ def _engine(name: str, ray_address: str | None, ray_actors: int | None):
     return RayEngine(ray_address, ray_actors)
 
 
-class _Progress:
-    """The banner, the progress bar and one line per failed input, on stderr."""
+def _quiet_pillow_bomb_warning() -> None:
+    """Pillow warns about images above its limit; seginfer refuses them itself (--max-megapixels),
+    naming the file and the way out, so Pillow's warning would only repeat it without either."""
+    import warnings
 
-    def __init__(self, quiet: bool, device: str):
-        self.quiet, self.device = quiet, device
-        self.bar = None
-        self.n_failed = 0
+    from PIL import Image
 
-    def start(self, n_items: int, segmenter, engine) -> None:
-        from tqdm import tqdm
-
-        if not self.quiet:
-            reason = segmenter.session.fallback_reason
-            why = f" (CUDA not used: {reason})" if reason else ""
-            where = (
-                f"Ray actors, --device {self.device}"
-                if engine.name == "ray"
-                else f"{segmenter.provider} on {segmenter.device}{why}"
-            )
-            click.echo(f"seginfer: {where}, {n_items} images", err=True)
-        self.bar = tqdm(
-            total=n_items,
-            unit="img",
-            disable=self.quiet,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            desc="seginfer",
-        )
-
-    def item(self, result) -> None:
-        if result.error is not None:
-            where = "" if result.error.startswith(str(result.src)) else f"{result.src}: "
-            self.bar.write(f"seginfer: failed: {where}{result.error}", file=sys.stderr)
-            self.n_failed += 1
-            self.bar.set_postfix(failed=self.n_failed, refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 Every engine implements the same small protocol, ``Engine``: ``open`` loads the
 model where the run is driven (the run's manifest describes that Segmenter) and
 ``run`` processes items with an ``ItemWork``, calling ``on_result`` once per input,
-in the driving thread. ``LocalEngine`` (this module) runs here with threads;
+in the driving thread. ``on_result`` raises when the run must stop (``run_folder``
+does so on a fatal result: the output failed); the engine then takes no new inputs,
+lets the writes it started finish (each is atomic: no partial file) and lets the
+error propagate. ``LocalEngine`` (this module) runs here with threads;
 ``RayEngine`` (ray_engine.py) spreads the items over a Ray cluster. To add an
 engine, implement the protocol and add it to ``ENGINES``.
 """
@@ -37,7 +40,8 @@ class Engine(Protocol):
         """Load the model for this run; errors (bad model file, unusable device) raise here."""
 
     def run(self, items: Iterable[Item], work: ItemWork, on_result: OnResult) -> None:
-        """Process ``items`` in order of submission; ``on_result`` once per input, in this thread."""
+        """Process ``items`` in order of submission; ``on_result`` once per input, in this thread.
+        An exception from ``on_result`` stops the run: no new inputs, started writes finish, re-raise."""
 
 
 class LocalEngine:
@@ -70,11 +74,14 @@ class LocalEngine:
         depth = self.depth or max(8, 2 * self.segmenter.batch_size)
         chunk = max(1, min(self.chunk or self.segmenter.batch_size, depth))
         with ThreadPoolExecutor(max_workers=self.io_threads, thread_name_prefix="seginfer-io") as pool:
+            run = _LocalRun(self.segmenter, work, on_result, pool, depth, chunk)
             try:
-                _LocalRun(self.segmenter, work, on_result, pool, depth, chunk).run(items)
+                run.run(items)
             except BaseException:
-                # Ctrl-C: cancel what has not started, let started writes finish their rename
+                # a stop or Ctrl-C: cancel what has not started, let started writes finish their
+                # rename, and report the ones that finished (their files are on disk)
                 pool.shutdown(wait=True, cancel_futures=True)
+                run.report_finished()
                 raise
 
 
@@ -118,6 +125,7 @@ class _LocalRun:
         self.n_chunks = max(1, depth // chunk)  # chunks in flight per queue
         self.writes: deque[tuple[list[Item], Future]] = deque()  # chunks being written (or kept)
         self.to_write: list[tuple[Item, Segmentation]] = []
+        self.unreported: deque[tuple[Item, object]] = deque()  # results of the chunk being reported
 
     def run(self, items: Iterable[Item]) -> None:
         keep_image = self.work.needs_image
@@ -188,9 +196,26 @@ class _LocalRun:
     def _drain(self, limit: int) -> None:
         """Report finished writes in order; wait for the oldest while more than ``limit`` are queued."""
         while self.writes and (len(self.writes) > limit or self.writes[0][1].done()):
-            chunk, fut = self.writes.popleft()
-            for item, result in zip(chunk, fut.result(), strict=True):
-                self.on_result(result if isinstance(result, ItemResult) else self.work.failed(item, result))
+            chunk, fut = self.writes[0]
+            results = fut.result()  # where Ctrl-C lands: the chunk stays queued for report_finished
+            self.writes.popleft()
+            self.unreported.extend(zip(chunk, results, strict=True))
+            self._report()
+
+    def _report(self) -> None:
+        while self.unreported:
+            item, result = self.unreported.popleft()
+            self.on_result(result if isinstance(result, ItemResult) else self.work.failed(item, result))
+
+    def report_finished(self) -> None:
+        """After the run stopped (the pool shut down): report the writes that did finish, in order,
+        so the summary lists every mask on disk."""
+        self._report()
+        for chunk, fut in self.writes:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.unreported.extend(zip(chunk, fut.result(), strict=True))
+        self.writes.clear()
+        self._report()
 
 
 ENGINES = ("local", "ray")

@@ -1,8 +1,8 @@
 """The inputs of a folder run and where each one's outputs go.
 
 Inputs: a folder (``recursive`` for sub-folders), one image file, or a ``.txt``
-list of paths (one per line, ``#`` comments, relative paths resolved against the
-list's folder), sorted by relative path so runs and shards are deterministic.
+list of paths (one per line, UTF-8 or the names' own bytes, ``#`` comments, relative
+paths resolved against the list's folder), sorted by relative path so runs and shards are deterministic.
 ``--shard i/n`` keeps every n-th input starting at the i-th (1-based), which
 balances sizes across shards.
 
@@ -83,7 +83,8 @@ def gather_inputs(input_path: str | os.PathLike, recursive: bool = False) -> Inp
 def _read_list(list_path: Path) -> list[Path]:
     base = list_path.parent
     files = []
-    for line in list_path.read_text(encoding="utf-8").splitlines():
+    # names that are not UTF-8 are read as their bytes (surrogate escapes), as os.listdir gives them
+    for line in list_path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line).expanduser()

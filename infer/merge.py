@@ -1,24 +1,31 @@
 """Merge the run files of ``seginfer --shard I/N`` into the report one run would write.
 
 Each shard writes ``summary-shard-I-of-N.json`` (and ``report-shard-I-of-N.csv``
-with ``--masks``) into the shared output folder. ``merge_shards`` reads all N
-summaries back into one ``Report``: the per-case rows and failures are joined,
-the counts summed and the means recomputed over the cases, so ``Report.write``
-gives ``summary.json`` / ``report.csv`` with the same bytes as a single
-``seginfer`` run over all inputs (rows sorted by input, same key order).
+with ``--masks``, ``objects-shard-I-of-N.csv`` with ``--labels``) into the shared
+output folder. ``merge_shards`` reads all N summaries back into one ``Report``: the
+per-case rows and failures are joined, the counts summed and the means recomputed
+over the cases, and the shards' table rows (``objects``) are spooled as they are
+(strings, so their bytes do not change), so ``Report.write`` gives ``summary.json`` /
+``report.csv`` / ``objects.csv`` with the same bytes as a single ``seginfer`` run over
+all inputs (rows sorted by input, same key order).
 """
 
 from __future__ import annotations
 
+import csv
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from unsupseg.core.errors import UnsupsegError
-from unsupseg.infer.report import CaseResult, Report
+from unsupseg.infer.report import FIELDS, OPTIONAL_FIELDS, CaseResult, Report
 from unsupseg.infer.runfiles import SHARD_SUMMARY, SHARD_SUMMARY_GLOB, RunFiles
+from unsupseg.infer.writers import WRITERS
 
-_CASE_FIELDS = {f.name for f in fields(CaseResult)}
+_BASE_FIELDS = set(FIELDS)  # in every row
+_ALLOWED_FIELDS = _BASE_FIELDS | set(OPTIONAL_FIELDS)
+# the per-run tables a shard may have written: name -> columns
+_TABLES = {w.table: w.fields for w in WRITERS.values() if w.table}
 
 
 class MergeError(UnsupsegError):
@@ -27,9 +34,10 @@ class MergeError(UnsupsegError):
 
 @dataclass
 class Merged:
-    report: Report  # all shards' cases and failures
+    report: Report  # all shards' cases, failures and table rows
     n_shards: int  # N of the I/N shards found
     with_csv: bool  # the shards wrote report-shard-*.csv (they ran with --masks)
+    tables: tuple[str, ...] = ()  # the per-run tables the shards wrote (e.g. "objects")
 
 
 def shard_summaries(folder: Path) -> tuple[int, dict[int, Path]]:
@@ -75,14 +83,43 @@ def merge_shards(folder: Path, spool: Path | None = None) -> Merged:
         if spool is not None:
             Path(spool).unlink(missing_ok=True)
         raise
-    report = Report(spool=spool)
+    tables = tuple(t for t in _TABLES if any(RunFiles(folder, (i, n)).table(t).exists() for i in shards))
+    report = Report(spool=spool, tables={t: _TABLES[t] for t in tables})
     try:
         _merge_into(report, n, shards)
+        for table in tables:
+            _merge_table(report, table, [RunFiles(folder, (i, n)).table(table) for i in sorted(shards)])
     except BaseException:
         report.close()
         raise
     with_csv = any(RunFiles(folder, (i, n)).report.exists() for i in shards)
-    return Merged(report, n, with_csv)
+    return Merged(report, n, with_csv, tables)
+
+
+def _merge_table(report: Report, table: str, paths: list[Path]) -> None:
+    """Spool the rows of every shard's TABLE-shard-I-of-N.csv (values kept as the strings written)."""
+    cols = list(_TABLES[table])
+    for path in paths:
+        if not path.exists():  # a shard with no inputs of its own writes the table anyway; be lenient
+            continue
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != cols:
+                raise MergeError(
+                    f"{path}: columns {header} are not those of {table}.csv {cols}; was it written by "
+                    "another unsupseg version? Re-run that shard"
+                )
+            batch: list[list[str]] = []
+            key = None
+            for row in reader:
+                if row[0] != key and batch:  # one input's rows at a time, keyed by its "image"
+                    report.add_rows(table, key, batch)
+                    batch = []
+                key = row[0]
+                batch.append(row)
+            if batch:
+                report.add_rows(table, key, batch)
 
 
 def _merge_into(report: Report, n: int, shards: dict[int, Path]) -> None:
@@ -96,11 +133,17 @@ def _merge_into(report: Report, n: int, shards: dict[int, Path]) -> None:
             raise MergeError(
                 f"{path}: not a seginfer summary ({type(e).__name__}: {e}); re-run shard {i}/{n}"
             ) from None
+        if "stopped" in summary:
+            raise MergeError(
+                f"{path}: shard {i}/{n} stopped before its end ({summary['stopped']}); resume it with "
+                f"`seginfer --shard {i}/{n} ... --skip-existing` and merge again"
+            )
         for row in rows:
-            if set(row) != _CASE_FIELDS:
+            if not _BASE_FIELDS <= set(row) <= _ALLOWED_FIELDS:
                 raise MergeError(
-                    f"{path}: a metric_per_case row has keys {sorted(row)}, expected {sorted(_CASE_FIELDS)}; "
-                    f"was it written by another unsupseg version? Re-run shard {i}/{n}"
+                    f"{path}: a metric_per_case row has keys {sorted(row)}, expected {sorted(_BASE_FIELDS)} "
+                    f"and optionally {list(OPTIONAL_FIELDS)}; was it written by another unsupseg version? "
+                    f"Re-run shard {i}/{n}"
                 )
             if row["input"] in seen:
                 raise MergeError(

@@ -21,7 +21,29 @@ match). Inputs without a mask are in ``metric_per_case`` with ``mask: null``
 and ``null`` metrics; they are not failures. ``n_skipped`` counts masks left
 in place by ``--skip-existing`` (they are still evaluated against ``--masks``),
 so ``n_images == n_written + n_skipped + n_failed`` unless a ground-truth mask
-itself was unreadable (that input is written *and* failed).
+itself was unreadable (that input is written *and* failed). A run that had to stop
+(its output failed, or it was interrupted) writes the summary of what it did, with
+``"stopped": "why"`` before ``metric_per_case``; a complete run has no such key.
+
+File names are carried losslessly, whatever their bytes: names that are not UTF-8
+reach Python as PEP 383 surrogate escapes (byte 0xE9 -> ``"\udce9"``), which
+summary.json keeps as the JSON escape ``\udce9`` (``os.fsencode(json.loads(...))``
+gives the bytes back) and the CSV files write as the name's own bytes (read them with
+``encoding="utf-8", errors="surrogateescape"``). Names that are UTF-8 are written as
+before, byte for byte.
+
+Objects (``--labels``) and instance ground truth add fields, and only then, so a run
+without them writes the bytes it always wrote:
+
+- with ``--labels`` every row has ``n_objects`` and the summary ``"n_objects"`` (total);
+- a ground truth that is an instance label image (integer, more than two values) adds
+  ``INSTANCE_FIELDS`` (``core/instance.py``: precision, recall, F1, AP at IoU 0.5,
+  AP 0.5:0.95, mean matched IoU, panoptic quality) to its row, and their means (over
+  the images with instance ground truth) to ``"mean"``; its pixel metrics stay.
+
+report.csv has the base columns plus the optional ones any row of the run has. Per-run
+tables such as ``objects.csv`` are spooled beside the cases (``spool.py``) and written
+sorted by input the same way.
 """
 
 from __future__ import annotations
@@ -29,7 +51,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -37,10 +59,15 @@ import numpy as np
 
 from unsupseg.core.atomic import atomic_text
 from unsupseg.core.errors import ImageReadError
-from unsupseg.core.imageio import read_mask
+from unsupseg.core.imageio import read_mask_values
+from unsupseg.core.instance import INSTANCE_FIELDS, instance_metrics, is_instance_labels
 from unsupseg.core.metrics import dice, iou, iou_any_polarity
+from unsupseg.infer.spool import RunSpool
 
 METRICS = ("iou", "iou_any_polarity", "dice")
+# instance metrics averaged in "mean" (the object counts are not)
+INSTANCE_METRICS = tuple(f for f in INSTANCE_FIELDS if not f.startswith("n_"))
+MEAN_FIELDS = METRICS + INSTANCE_METRICS
 
 
 @dataclass(slots=True)
@@ -56,26 +83,53 @@ class CaseResult:
     n_foreground: int = 0  # foreground pixels of the written mask
     n_mask_foreground: int | None = None  # foreground pixels of the ground truth
     n_intersection: int | None = None
+    # optional: in the row only when set (a run without --labels or instance ground truth is unchanged)
+    n_objects: int | None = None  # objects in the label image (--labels)
+    n_true_objects: int | None = None  # objects in an instance ground truth
+    n_pred_objects: int | None = None  # objects of the mask as labelled, matched against them
+    precision: float | None = None  # at IoU 0.5, StarDist's matching rule
+    recall: float | None = None
+    f1: float | None = None
+    ap50: float | None = None  # TP / (TP + FP + FN) at IoU 0.5
+    ap50_95: float | None = None  # its mean over IoU 0.5, 0.55, ..., 0.95
+    mean_matched_iou: float | None = None
+    panoptic_quality: float | None = None
 
 
-def evaluate(case: CaseResult, pred: np.ndarray, mask_path: Path) -> None:
-    """Fill the overlap metrics of ``case``: written mask ``pred`` (P, H, W) vs the mask file."""
-    gt = read_mask(mask_path)
-    if gt.shape != pred.shape:
+def evaluate(case: CaseResult, pred: np.ndarray, mask_path: Path, labels=None, per_page: bool = True) -> None:
+    """Fill the metrics of ``case``: written mask ``pred`` (P, H, W) vs the ground-truth file.
+
+    Pixel metrics always; when the file is an instance label image, also the instance
+    metrics of ``labels()`` (a callable giving the mask's labels, computed only then).
+    """
+    values = read_mask_values(mask_path)
+    if values.shape != pred.shape:
         raise ImageReadError(
-            f"{mask_path}: mask shape {_shape(gt)} does not match the image {_shape(pred)}; "
-            "masks must have the image's size and page count"
+            f"{mask_path}: mask shape {_shape(values)} does not match the image {_shape(pred)}; "
+            "masks must have the image's size and page count (skipped for metrics)"
         )
+    gt = values != 0
     case.mask = str(mask_path)
     case.iou, case.iou_any_polarity, case.dice = iou(pred, gt), iou_any_polarity(pred, gt), dice(pred, gt)
     case.n_mask_foreground, case.n_intersection = int(np.count_nonzero(gt)), int(np.count_nonzero(pred & gt))
+    if labels is not None and is_instance_labels(values):
+        for name, value in instance_metrics(values, labels(), per_page).items():
+            setattr(case, name, value)
 
 
 def _shape(a: np.ndarray) -> str:
     return "x".join(map(str, a.shape[1:])) + (f" x {a.shape[0]} pages" if a.shape[0] > 1 else "")
 
 
-FIELDS = tuple(f.name for f in fields(CaseResult))
+ALL_FIELDS = tuple(f.name for f in fields(CaseResult))
+OPTIONAL_FIELDS = ("n_objects", *INSTANCE_FIELDS)  # in a row only when set
+FIELDS = tuple(f for f in ALL_FIELDS if f not in OPTIONAL_FIELDS)  # in every row
+
+
+def case_row(case: CaseResult) -> dict:
+    """A case as its summary row: every base field, and the optional ones that are set."""
+    row = asdict(case)
+    return {k: v for k, v in row.items() if k in FIELDS or v is not None}
 
 
 def describe_error(error: BaseException) -> str:
@@ -83,80 +137,31 @@ def describe_error(error: BaseException) -> str:
     return str(error) if isinstance(error, ImageReadError) else f"{type(error).__name__}: {error}"
 
 
-class _CaseSpool:
-    """Case rows in a temporary SQLite file (stdlib): appended as they come, read back
-    sorted by input with SQLite's own external sort, so memory stays flat however many
-    inputs a run has. Keys are the input's UTF-8 bytes (``surrogatepass``: any file
-    name), whose byte order is Python's string order; ties keep insertion order."""
-
-    BATCH = 512  # rows per INSERT
-
-    def __init__(self, path: Path):
-        import sqlite3
-
-        self.path = Path(path)
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=OFF")
-        self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("PRAGMA cache_size=-256")  # KiB: SQLite's page cache must not grow with the rows
-        self.db.execute("PRAGMA temp_store=FILE")  # its sort spills to temporary files, not memory
-        self.db.execute(
-            "CREATE TABLE cases "
-            "(seq INTEGER PRIMARY KEY, key BLOB, iou REAL, iou_any REAL, dice REAL, row TEXT)"
-        )
-        self.pending: list[tuple] = []
-        self.n = 0
-
-    def add(self, case: CaseResult) -> None:
-        row = json.dumps([getattr(case, f) for f in FIELDS])
-        key = case.input.encode("utf-8", "surrogatepass")
-        self.pending.append((key, case.iou, case.iou_any_polarity, case.dice, row))
-        self.n += 1
-        if len(self.pending) >= self.BATCH:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT INTO cases (key, iou, iou_any, dice, row) VALUES (?, ?, ?, ?, ?)", self.pending
-            )
-            self.db.execute("COMMIT")
-            self.pending = []
-
-    def rows(self, order: str = "key, seq") -> Iterator[CaseResult]:
-        self.flush()
-        for (row,) in self.db.execute(f"SELECT row FROM cases ORDER BY {order}"):
-            yield CaseResult(*json.loads(row))
-
-    def metrics(self) -> dict[str, np.ndarray]:
-        """The metrics of the evaluated cases, sorted by input (as ``Report.evaluated``)."""
-        self.flush()
-        cur = self.db.execute("SELECT iou, iou_any, dice FROM cases WHERE iou IS NOT NULL ORDER BY key, seq")
-        vals = np.array(cur.fetchall(), dtype=np.float64).reshape(-1, 3)
-        return {m: vals[:, k] for k, m in enumerate(METRICS)}
-
-    def close(self) -> None:
-        self.db.close()
-        self.path.unlink(missing_ok=True)
-
-
 class Report:
-    """Collects cases and failures; writes report.csv and summary.json.
+    """Collects cases, failures and table rows; writes summary.json, report.csv and the tables.
 
     ``spool``: a path for a temporary file (removed by ``close()``) that holds the
-    per-case rows instead of memory; the summary and CSV are streamed from it in the
-    same order and with the same bytes. Without it the rows are kept in ``cases``.
+    per-case and table rows instead of memory; the summary and CSVs are streamed from
+    it in the same order and with the same bytes. Without it the rows are kept in an
+    in-memory database. ``tables``: name -> columns of the per-run tables (``objects``).
     """
 
-    def __init__(self, n_images: int = 0, spool: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        n_images: int = 0,
+        spool: str | os.PathLike | None = None,
+        tables: dict[str, Sequence[str]] | None = None,
+    ):
         self.n_images = n_images
-        self._spool = _CaseSpool(Path(spool)) if spool is not None else None
-        self._cases: list[CaseResult] = []
+        self.tables = {name: tuple(cols) for name, cols in (tables or {}).items()}
+        self._spool = RunSpool(Path(spool) if spool is not None else None, MEAN_FIELDS)
         self.failed: list[dict[str, str]] = []
         self.n_written = 0
         self.n_skipped = 0
         self.n_cases = 0
+        self.n_objects: int | None = None  # total over the cases that counted objects (--labels)
+        self._optional: set[str] = set()  # optional fields some case has
+        self.stopped: str | None = None  # why the run stopped before its end (summary.json "stopped")
 
     def __enter__(self) -> Report:
         return self
@@ -166,24 +171,34 @@ class Report:
 
     def close(self) -> None:
         """Remove the spool file (if any); the counts stay, the rows are gone."""
-        if self._spool is not None:
-            self._spool.close()
+        self._spool.close()
+
+    def unspool(self, max_rows: int = 100_000) -> bool:
+        """Move the rows from the spool file into memory and remove the file, when there are at
+        most ``max_rows`` cases: a run stopped by a full disk frees the spool's space for its summary."""
+        return self.n_cases <= max_rows and self._spool.to_memory()
 
     @property
     def cases(self) -> list[CaseResult]:
-        """All cases in the order they were added (read back from the spool if there is one)."""
-        if self._spool is None:
-            return self._cases
-        return list(self._spool.rows(order="seq"))
+        """All cases in the order they were added."""
+        return [CaseResult(**row) for row in self._spool.cases(order="seq")]
 
     def add(self, case: CaseResult) -> None:
-        if self._spool is None:
-            self._cases.append(case)
-        else:
-            self._spool.add(case)
+        row = case_row(case)
+        self._spool.add_case(case.input, row)
+        self._optional.update(k for k in row if k not in FIELDS)
         self.n_cases += 1
         self.n_written += case.status == "written"
         self.n_skipped += case.status == "skipped"
+        if case.n_objects is not None:
+            self.n_objects = (self.n_objects or 0) + case.n_objects
+
+    def add_rows(self, table: str, input: str, rows: Sequence[dict | Sequence]) -> None:
+        """Rows of one input for a per-run table: dicts with its columns, or value lists in column order."""
+        if table not in self.tables:
+            raise KeyError(f"no table {table!r} in this report (tables: {sorted(self.tables)})")
+        cols = self.tables[table]
+        self._spool.add_rows(table, input, [[r[c] for c in cols] if isinstance(r, dict) else r for r in rows])
 
     def fail(self, input: str | os.PathLike, error: BaseException | str) -> str:
         """Record a failed input; returns the message (path and reason)."""
@@ -195,12 +210,15 @@ class Report:
     def n_failed(self) -> int:
         return len({f["input"] for f in self.failed})
 
+    @property
+    def csv_fields(self) -> list[str]:
+        """report.csv's columns: the base fields, then the optional ones some case has."""
+        return [*FIELDS, *(f for f in OPTIONAL_FIELDS if f in self._optional)]
+
     def sorted_cases(self) -> Iterator[CaseResult]:
         """Cases sorted by input: the rows do not depend on completion order, so a run,
         its shards merged (segreport) and a Ray run give the same bytes."""
-        if self._spool is not None:
-            return self._spool.rows()
-        return iter(sorted(self._cases, key=lambda c: c.input))
+        return (CaseResult(**row) for row in self._spool.cases())
 
     @property
     def evaluated(self) -> list[CaseResult]:
@@ -208,14 +226,15 @@ class Report:
         return [c for c in self.sorted_cases() if c.iou is not None]
 
     def _metrics(self) -> dict[str, np.ndarray]:
-        if self._spool is not None:
-            return self._spool.metrics()
-        ev = self.evaluated
-        return {m: np.array([getattr(c, m) for c in ev], dtype=np.float64) for m in METRICS}
+        """Each mean field's values over the cases that have it, sorted by input."""
+        return {m: self._spool.means_input(m) for m in MEAN_FIELDS}
 
     def mean(self) -> dict[str, float | None]:
+        """Pixel metrics (None without ground truth); instance metrics only when some case has them."""
         vals = self._metrics()
-        return {m: (float(np.mean(v)) if len(v) else None) for m, v in vals.items()}
+        out = {m: (float(np.mean(vals[m])) if len(vals[m]) else None) for m in METRICS}
+        out.update({m: float(np.mean(vals[m])) for m in INSTANCE_METRICS if len(vals[m])})
+        return out
 
     def summary(self, with_cases: bool = True) -> dict:
         failed = sorted(self.failed, key=lambda f: f["input"])
@@ -226,58 +245,79 @@ class Report:
             "n_skipped": self.n_skipped,
             "failed": failed,
             "mean": self.mean(),
-            **({"metric_per_case": [asdict(c) for c in self.sorted_cases()]} if with_cases else {}),
+            **({"n_objects": self.n_objects} if self.n_objects is not None else {}),
+            **({"stopped": self.stopped} if self.stopped is not None else {}),
+            **({"metric_per_case": [case_row(c) for c in self.sorted_cases()]} if with_cases else {}),
         }
 
-    def write(self, summary_path: Path, csv_path: Path | None = None) -> None:
-        """Write summary.json (and report.csv) atomically, one case at a time.
+    def write(
+        self, summary_path: Path, csv_path: Path | None = None, tables: dict[str, Path] | None = None
+    ) -> None:
+        """Write summary.json (and report.csv, and each table's CSV) atomically, one row at a time."""
+        for name, path in (tables or {}).items():
+            self.write_table(name, path)
+        self.write_summary(summary_path)
+        if csv_path is not None:
+            self.write_csv(csv_path)
 
-        The text is what ``json.dumps(self.summary(), indent=2)`` gives, but the per-case
-        rows are encoded and written one by one (streamed from the spool when there is
-        one), so memory stays flat however many inputs there were.
-        """
-
-        def summary_json(f) -> None:
-            head = self.summary(with_cases=False)
-            text = json.dumps({**head, "metric_per_case": []}, indent=2)
+    def write_summary(self, path: Path) -> None:
+        """summary.json, atomically. The text is what ``json.dumps(self.summary(), indent=2)``
+        gives, but the per-case rows are encoded and written one by one (streamed from the
+        spool), so memory stays flat however many inputs there were."""
+        head = self.summary(with_cases=False)
+        text = json.dumps({**head, "metric_per_case": []}, indent=2)
+        with atomic_text(path) as f:
             if not self.n_cases:
                 f.write(text + "\n")
                 return
             f.write(text[: text.rindex("[]")] + "[")
             for i, c in enumerate(self.sorted_cases()):
-                row = json.dumps(asdict(c), indent=2).replace("\n", "\n    ")
+                row = json.dumps(case_row(c), indent=2).replace("\n", "\n    ")
                 f.write(("," if i else "") + "\n    " + row)
             f.write("\n  ]\n}\n")
 
-        with atomic_text(summary_path) as f:
-            summary_json(f)
-        if csv_path is not None:
+    def write_csv(self, path: Path) -> None:
+        """report.csv, atomically, one row per case sorted by input."""
+        _write_csv(path, self.csv_fields, (case_row(c) for c in self.sorted_cases()))
 
-            def report_csv(f) -> None:
-                writer = csv.DictWriter(f, fieldnames=list(FIELDS), lineterminator="\n")
-                writer.writeheader()
-                for c in self.sorted_cases():
-                    writer.writerow(asdict(c))
-
-            with atomic_text(csv_path) as f:
-                report_csv(f)
+    def write_table(self, name: str, path: Path) -> None:
+        """One per-run table as CSV (its columns, rows sorted by input), atomically."""
+        cols = self.tables[name]
+        _write_csv(path, cols, (dict(zip(cols, row, strict=True)) for row in self._spool.table(name)))
 
     def table(self) -> str:
-        """A short text table: counts, and mean metrics when masks were matched."""
+        """A short text table: counts, objects, and mean metrics when masks were matched."""
         lines = [
             f"images {self.n_images}   written {self.n_written}   skipped {self.n_skipped}   "
-            f"failed {self.n_failed}"
+            f"failed {self.n_failed}" + (f"   objects {self.n_objects}" if self.n_objects is not None else "")
         ]
         metrics = self._metrics()
         n_ev = len(metrics["iou"])
         if n_ev:
             lines.append(f"{'metric':<18}{'mean':>8}{'min':>8}{'max':>8}   n={n_ev}")
-            for m in METRICS:
+            for m in METRICS + INSTANCE_METRICS:
                 vals = metrics[m]
-                lines.append(f"{m:<18}{vals.mean():8.4f}{vals.min():8.4f}{vals.max():8.4f}")
+                if len(vals):
+                    lines.append(f"{m:<18}{vals.mean():8.4f}{vals.min():8.4f}{vals.max():8.4f}")
+            n_inst = len(metrics["f1"])
+            if n_inst:
+                lines.append(f"instance metrics at IoU 0.5 (StarDist's matching) over {n_inst} image(s)")
             n_missing = self.n_cases - n_ev
             if n_missing:
                 lines.append(
                     f"{n_missing} input(s) had no matching mask (listed in summary.json with mask null)"
                 )
         return "\n".join(lines)
+
+
+def _write_csv(path: Path, fields: Sequence[str], rows) -> None:
+    """A CSV of dict rows, atomically; names that are not UTF-8 as their own bytes (module docstring)."""
+    with atomic_text(path, errors="surrogateescape") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n")
+        # csv quotes a field with a newline but not one with a carriage return (it only looks for
+        # the line terminator's characters): a row with one quotes every field
+        quoted = csv.DictWriter(f, fieldnames=list(fields), lineterminator="\n", quoting=csv.QUOTE_ALL)
+        writer.writeheader()
+        for row in rows:
+            cr = any(isinstance(v, str) and "\r" in v for v in row.values())
+            (quoted if cr else writer).writerow(row)

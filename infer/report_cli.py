@@ -3,7 +3,9 @@ and write the HTML report of a merged or finished run (``--html``).
 
 A thin layer over ``unsupseg.infer.merge`` and ``unsupseg.infer.report_html``. Exit codes
 follow ``seginfer``: 0 all inputs written, 1 the report has failed inputs, 2 usage error
-(no shard files, shards missing, mixed runs, summary.json or report.html already there).
+(no shard files, shards missing or stopped, mixed runs, summary.json or report.html already
+there, another run of summary.json into the folder is on), 3 the report could not be
+written (the folder is full, read-only, removed, permission denied).
 """
 
 from __future__ import annotations
@@ -37,33 +39,56 @@ def main(folder, html, overwrite, quiet):
 
     The result is what one seginfer run over all inputs writes: the same rows in the
     same order, counts summed, means recomputed over all cases; report.csv too when the
-    shards ran with --masks. The shard files are left in place.
+    shards ran with --masks, objects.csv when they ran with --labels. The shard files
+    are left in place.
 
     With --html, report.html shows the merged run (or, in a folder with no shard files, the
     finished run): it reads summary.json, the manifests seginfer*.json and the inputs, masks
     and ground truth the rows name (for the previews of the shown inputs only).
 
     Exit codes: 0 merged and no input failed, 1 merged and some inputs failed (listed
-    in summary.json), 2 usage error.
+    in summary.json), 2 usage error, 3 the report could not be written (full, read-only
+    or removed folder, permission denied; nothing partial is left).
     """
-    from unsupseg.infer.merge import MergeError, merge_shards
+    from unsupseg.core.errors import OutputError
     from unsupseg.infer.runfiles import SHARD_SUMMARY_GLOB, RunFiles
+    from unsupseg.infer.runlock import RunLock, RunLockedError
 
-    files = RunFiles(folder)
-    if html and not any(folder.glob(SHARD_SUMMARY_GLOB)):
-        _page_only(files, overwrite, quiet)
-        return
+    files = RunFiles(folder)  # summary.json, report.csv: the run files of an unsharded seginfer
+    try:
+        with RunLock(files):
+            if html and not any(folder.glob(SHARD_SUMMARY_GLOB)):
+                n_failed = _page_only(files, overwrite, quiet)
+            else:
+                n_failed = _merge(files, overwrite, quiet, html)
+    except RunLockedError as e:
+        raise click.UsageError(str(e)) from None
+    except (OutputError, OSError) as e:
+        from unsupseg.infer.faults import why
+
+        click.echo(f"segreport: stopped: cannot write the report into {folder}: {why(e, folder)}", err=True)
+        sys.exit(3)
+    if n_failed:
+        click.echo(f"segreport: {n_failed} input(s) failed; see {files.summary}", err=True)
+        sys.exit(1)
+
+
+def _merge(files, overwrite: bool, quiet: bool, html: bool) -> int:
+    """Merge the shards (and write the page); the number of failed inputs."""
+    from unsupseg.infer.merge import MergeError, merge_shards
+
     summary, csv = files.summary, files.report
     try:  # the rows go to a hidden temporary file in FOLDER, removed at the end
-        merged = merge_shards(folder, spool=files.spool())
+        merged = merge_shards(files.folder, spool=files.spool())
     except MergeError as e:
         raise click.UsageError(str(e)) from None
     with merged.report as report:
-        targets = [summary] + ([csv] if merged.with_csv else []) + ([files.html] if html else [])
-        existing = [p for p in targets if p.exists()]
+        tables = {name: files.table(name) for name in merged.tables}
+        targets = [summary] + ([csv] if merged.with_csv else []) + list(tables.values())
+        existing = [p for p in targets + ([files.html] if html else []) if p.exists()]
         if existing and not overwrite:
             raise click.UsageError(f"{existing[0]} already exists; pass --overwrite to replace it")
-        report.write(summary, csv if merged.with_csv else None)
+        report.write(summary, csv if merged.with_csv else None, tables)
         if not quiet:
             click.echo(f"segreport: merged {merged.n_shards} shards into {summary}", err=True)
             click.echo(report.table())
@@ -71,12 +96,10 @@ def main(folder, html, overwrite, quiet):
     if html:
         manifests = [files.shard_files(i, merged.n_shards).manifest for i in range(1, merged.n_shards + 1)]
         _write_page(files, manifests, quiet)
-    if n_failed:
-        click.echo(f"segreport: {n_failed} input(s) failed; see {summary}", err=True)
-        sys.exit(1)
+    return n_failed
 
 
-def _page_only(files, overwrite: bool, quiet: bool) -> None:
+def _page_only(files, overwrite: bool, quiet: bool) -> int:
     """--html in a folder without shard files: the page of the run whose summary.json is there."""
     if not files.summary.is_file():
         raise click.UsageError(
@@ -85,10 +108,7 @@ def _page_only(files, overwrite: bool, quiet: bool) -> None:
         )
     if files.html.exists() and not overwrite:
         raise click.UsageError(f"{files.html} already exists; pass --overwrite to replace it")
-    page = _write_page(files, [files.manifest], quiet)
-    if page.n_failed:
-        click.echo(f"segreport: {page.n_failed} input(s) failed; see {files.summary}", err=True)
-        sys.exit(1)
+    return _write_page(files, [files.manifest], quiet).n_failed
 
 
 def _write_page(files, manifests: list[Path], quiet: bool):
@@ -96,7 +116,7 @@ def _write_page(files, manifests: list[Path], quiet: bool):
 
     try:
         page = build_report(files.summary, manifests, files.html)
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         raise click.UsageError(f"{files.summary}: cannot make the report ({e}); re-run seginfer") from None
     if not quiet:
         click.echo(

@@ -1,13 +1,17 @@
 """``run_folder``: segment a folder (or list, or file) of images the way ``seginfer`` does.
 
-    inputs --gather, plan--> items --overwrite / resume rule--> engine (read, segment, write)
-           --> report rows (spooled to disk) --> summary.json, report.csv, manifest seginfer.json
+    inputs --gather, plan--> items --overwrite / resume rule--> run lock, stale files removed
+           --> engine (read, segment, write) --> report and table rows (spooled to disk)
+           --> summary.json, report.csv, objects.csv, manifest seginfer.json
            --> report.html (with ``html``, from those files)
 
 Python users get the same files, overwrite and resume rules as the command:
 
     from unsupseg.infer import RunOptions, run_folder
     result = run_folder("images/", "masks/", RunOptions(masks="truth/", outputs=("prob",)))
+
+A failed input fails alone; a failed output stops the run (``faults.py``): the run
+raises ``RunStopped`` after writing the summary of what it did, when it can.
 """
 
 from __future__ import annotations
@@ -20,14 +24,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from unsupseg.core.atomic import write_text_atomic
-from unsupseg.core.errors import OutputExistsError
+from unsupseg.core.atomic import write_text_atomic, writing_for
+from unsupseg.core.errors import OutputError, OutputExistsError
+from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.api import Segmenter, SegmenterConfig
 from unsupseg.infer.engine import Engine, LocalEngine
+from unsupseg.infer.faults import RunStopped, output_error, why
 from unsupseg.infer.inputs import InputError, Inputs, Plan, gather_inputs, plan_items
-from unsupseg.infer.report import Report
+from unsupseg.infer.report import Report, describe_error
 from unsupseg.infer.report_html import PageResult, build_report
 from unsupseg.infer.runfiles import RunFiles
+from unsupseg.infer.runlock import RunLock
 from unsupseg.infer.work import ItemResult, ItemWork
 
 # packages whose versions the manifest records
@@ -49,10 +56,11 @@ class RunOptions:
     recursive: bool = False  # include sub-folders of an input folder
     shard: tuple[int, int] | None = None  # (I, N): the I-th of N slices of the inputs
     fmt: str = "png"  # "png" or "tif" for single-page masks
-    outputs: tuple[str, ...] = ()  # extra per-image outputs by writer name, e.g. ("prob",)
+    outputs: tuple[str, ...] = ()  # extra per-image outputs by writer name: "prob", "labels", "rois"
     masks: str | os.PathLike | None = None  # ground-truth folder: report.csv and metrics
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # keep inputs whose outputs exist, process the rest (resume)
+    max_megapixels: float | None = PILLOW_MAX_PIXELS / 1e6  # larger pages are refused; None: no limit
     html: bool = False  # write report.html (and report_files/) at the end (report_html.py)
 
 
@@ -99,9 +107,13 @@ def run_folder(
     Raises before anything is written: ``InputError`` (no images, output inside the
     input, conflicting options), ``OutputExistsError`` (outputs exist and neither
     ``overwrite`` nor ``skip_existing``), ``ModelFileError``/``DeviceError`` (model or
-    device), ``ImageReadError`` (the masks folder). Per-input failures do not raise:
-    they are in ``result.report.failed`` and summary.json. ``args``: the arguments to
-    record in the manifest (default: the options).
+    device), ``ImageReadError`` (the masks folder), ``RunLockedError`` (a run of the same
+    run files into ``output`` is on). Per-input failures do not raise: they are in
+    ``result.report.failed`` and summary.json. When the output fails (file system full
+    or read-only, folder removed, permission denied) the run stops and raises
+    ``RunStopped``: every mask on disk is complete, the summary so far is written when it
+    can be, and ``skip_existing`` resumes. ``args``: the arguments to record in the
+    manifest (default: the options).
     """
     options = options or RunOptions()
     engine = engine or LocalEngine()
@@ -109,40 +121,131 @@ def run_folder(
     output = Path(output)
     items, work = plan_run(inputs, output, options)
     segmenter = engine.open(options.segmenter)
-    progress.start(len(items), segmenter, engine)
-
-    output.mkdir(parents=True, exist_ok=True)
     files = RunFiles(output, options.shard)
-    manifest = _manifest(args if args is not None else _options_args(options), segmenter, len(items))
-    write_text_atomic(files.manifest, _json(manifest))
-    # per-case rows go to a hidden temporary file beside the summary (removed when the run
-    # ends, however it ends): memory stays flat in the number of inputs
-    with Report(n_images=len(items), spool=files.spool()) as report:
+    lock = RunLock(files)
+    try:
+        lock.acquire()  # makes the folder; refuses a second run; removes stale files
+    except OutputError as e:
+        raise RunStopped(str(e), len(items), 0) from None
+    # Run-level files carry the lock holder's tag and never re-create a removed output folder.
+    with lock, writing_for(lock.owner, output):
+        lock.clean = False  # until the run has ended well: else its record stays for the next run
+        work.bind(output, lock.owner)
+        progress.start(len(items), segmenter, engine)
+        manifest = _manifest(args if args is not None else _options_args(options), segmenter, len(items))
+        try:
+            write_text_atomic(files.manifest, _json(manifest))
+            report = Report(n_images=len(items), spool=files.spool(), tables=work.tables)
+        except OSError as e:
+            raise RunStopped(str(output_error(e, "write the run files", output)), len(items), 0) from None
+        except OutputError as e:
+            raise RunStopped(str(e), len(items), 0) from None
+        with report:
+            elapsed, stop = _segment(engine, items, work, report, progress)
+            summary_written, unwritten = _write_report(report, files, options, stop)
+            summary, table = report.summary(with_cases=False), report.table()
+        unwritten += _finish_manifest(files, manifest, report, elapsed)
+        page = None
+        if (
+            options.html and stop is None and not unwritten
+        ):  # the page segreport --html makes, from those files
+            try:
+                page = build_report(files.summary, [files.manifest], files.html)
+            except (OSError, OutputError) as e:
+                unwritten.append(f"{files.html.name} not written: {why(e, files.folder)}")
+        lock.clean = stop is None and not unwritten  # else the next run removes what this one left
+    if stop is not None and not isinstance(stop, OutputError):
+        raise stop  # Ctrl-C or a bug: the summary of what was done is written, the error goes on
+    if stop is not None or unwritten:
+        raise RunStopped(
+            str(stop) if stop is not None else unwritten[0],
+            len(items),
+            report.n_written,
+            report.n_skipped,
+            str(files.summary) if summary_written else None,
+            tuple(unwritten),
+        )
+    return RunResult(files, summary, table, elapsed, segmenter, page)
 
-        def on_result(result: ItemResult) -> None:
-            if result.case is not None:
-                report.add(result.case)
-            if result.error is not None:
-                report.fail(result.src, result.error)
-            progress.item(result)
 
-        start = time.perf_counter()
+def _segment(
+    engine: Engine, items: Plan, work: ItemWork, report: Report, progress
+) -> tuple[float, BaseException | None]:
+    """Run the engine into the report: (seconds, the error that stopped it or None).
+
+    A fatal result (the output failed) raises OutputError here, in the driving thread,
+    which stops every engine the same way: no new inputs, started writes finish (and an
+    engine may still report those; they are recorded, later fatal results are not).
+    """
+
+    stop: list[OutputError] = []  # the first fatal result; later results are only recorded
+
+    def on_result(result: ItemResult) -> None:
+        if result.fatal:
+            if not stop:
+                stop.append(OutputError(result.error))
+                raise stop[0]
+            return
+        if result.case is not None:
+            report.add(result.case)  # OutputError when the spool's disk is full
+        for table, rows in result.rows.items():
+            report.add_rows(table, result.src, rows)
+        if result.error is not None:
+            report.fail(result.src, result.error)
+        progress.item(result)
+
+    start = time.perf_counter()
+    try:
         engine.run(items, work, on_result)
-        elapsed = time.perf_counter() - start
-        report.write(files.summary, files.report if options.masks is not None else None)
-        summary, table = report.summary(with_cases=False), report.table()
+    except BaseException as e:  # the output failed, Ctrl-C or a bug: the summary so far is written first
+        return time.perf_counter() - start, e
+    return time.perf_counter() - start, None
+
+
+def _write_report(
+    report: Report, files: RunFiles, options: RunOptions, stop: BaseException | None
+) -> tuple[bool, list[str]]:
+    """Write summary.json (and report.csv): (summary written?, the files not written, with why)."""
+    if isinstance(stop, OutputError):
+        report.stopped = str(stop)
+        report.unspool()  # on a full disk, the spool's space is the summary's best chance
+    elif isinstance(stop, KeyboardInterrupt):
+        report.stopped = "interrupted (Ctrl-C)"
+    elif stop is not None:
+        report.stopped = describe_error(stop)
+    csv = files.report if options.masks is not None else None
+    unwritten = []
+    for name in report.tables:  # per-run tables first: the summary is the mark of a finished run
+        try:
+            report.write_table(name, files.table(name))
+        except (OSError, OutputError) as e:
+            unwritten.append(f"{files.table(name).name} not written: {why(e, files.folder)}")
+    for path, write in ((files.summary, report.write_summary), (csv, report.write_csv)):
+        if path is None:
+            continue
+        try:
+            write(path)
+        except (OSError, OutputError) as e:
+            lost = path.name if path == csv or csv is None else f"{path.name} and {csv.name}"
+            return path == csv, [*unwritten, f"{lost} not written: {why(e, files.folder)}"]
+    return True, unwritten
+
+
+def _finish_manifest(files: RunFiles, manifest: dict, report: Report, elapsed: float) -> list[str]:
+    """Complete the manifest with the run's figures; returns why it could not be, if so."""
     manifest.update(
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         seconds=round(elapsed, 3),
         images_per_second=round(report.n_written / elapsed, 2) if elapsed > 0 else None,
         n_written=report.n_written,
         n_failed=report.n_failed,
+        **({"stopped": report.stopped} if report.stopped is not None else {}),
     )
-    write_text_atomic(files.manifest, _json(manifest))
-    page = None
-    if options.html:  # from the files just written: the same page segreport --html makes
-        page = build_report(files.summary, [files.manifest], files.html)
-    return RunResult(files, summary, table, elapsed, segmenter, page)
+    try:
+        write_text_atomic(files.manifest, _json(manifest))
+    except OSError as e:
+        return [f"{files.manifest.name} not updated: {why(e, files.folder)}"]
+    return []
 
 
 def plan_run(inputs: str | os.PathLike | Inputs, output: Path, options: RunOptions) -> tuple[Plan, ItemWork]:

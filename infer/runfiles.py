@@ -1,10 +1,13 @@
 """The names of a run's own files in its output folder, for ``seginfer``, ``segreport`` and the merge.
 
     summary.json   always             report.csv   with --masks        seginfer.json   the manifest
+    objects.csv    with --labels (a per-run table: ``table("objects")``)
+    .seginfer.lock while a run of these files is on (runlock.py), removed when it ends
     report.html    with --html, and its previews in report_files/ (the page's name + "_files")
 
 A shard ``--shard I/N`` adds ``-shard-I-of-N`` to each name, so shards writing into
-one folder never clobber each other; ``segreport`` merges them into the plain names.
+one folder never clobber each other (nor wait for each other's lock); ``segreport``
+merges them into the plain names.
 """
 
 from __future__ import annotations
@@ -39,6 +42,19 @@ class RunFiles:
     @property
     def manifest(self) -> Path:
         return Path(self.folder) / f"seginfer{self.suffix}.json"
+
+    @property
+    def objects(self) -> Path:
+        return self.table("objects")
+
+    def table(self, name: str) -> Path:
+        """The CSV of a per-run table (``objects`` -> ``objects.csv``)."""
+        return Path(self.folder) / f"{name}{self.suffix}.csv"
+
+    @property
+    def lock(self) -> Path:
+        """The run lock of these files (hidden; it holds the live run's record)."""
+        return Path(self.folder) / f".seginfer{self.suffix}.lock"
 
     @property
     def html(self) -> Path:

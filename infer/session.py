@@ -196,7 +196,9 @@ class OnnxSession:
     def _check_io(self) -> None:
         inputs = self.session.get_inputs()
         outputs = [o.name for o in self.session.get_outputs()]
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(inputs[0].shape) != 4:
+        channels = inputs[0].shape[1] if len(inputs) == 1 and len(inputs[0].shape) == 4 else None
+        bad_channels = isinstance(channels, int) and channels != 1  # a symbolic dimension is checked at run
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or len(inputs[0].shape) != 4 or bad_channels:
             got = [(i.name, i.shape) for i in inputs]
             raise ModelFileError(
                 f"{self.path}: expected one input {INPUT_NAME!r} of shape (N, 1, H, W), got {got}; "

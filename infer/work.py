@@ -3,6 +3,11 @@
 Engines differ only in where and how concurrently these steps run (threads here,
 Ray actors, worker processes); the steps themselves, and so the files and the
 report rows, are the same. ``ItemWork`` is picklable and holds no open resources.
+
+It also decides, for every engine alike, whether a failure is the input's (that
+input fails, the run goes on) or the output's (``faults.output_fault``: the result
+is ``fatal`` and ``run_folder`` stops the run). After a fatal fault this copy of the
+work does nothing more: the other inputs in a worker's hands come back fatal at once.
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unsupseg.core.atomic import writing_for
+from unsupseg.core.errors import OutputError
 from unsupseg.core.files import MaskIndex
-from unsupseg.core.imageio import read_mask, read_pages
+from unsupseg.core.imageio import PILLOW_MAX_PIXELS, read_mask, read_pages
+from unsupseg.core.labels import Labeling, count_objects
+from unsupseg.infer.faults import output_fault
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.report import CaseResult, describe_error, evaluate
 from unsupseg.infer.writers import WRITERS, MaskWriter, OutputWriter, Segmentation
@@ -28,13 +37,16 @@ class ItemResult:
     case: CaseResult | None = None  # its report row; None when nothing was written or kept
     error: str | None = None  # why it failed (names the file); a row *and* an error: bad ground truth
     rows: dict[str, list[dict]] = field(default_factory=dict)  # per-run table rows from writers
+    fatal: bool = False  # the error is the output's (disk full, read-only...): the run stops
 
 
 class ItemWork:
     """The writers of a run, the ground truth and the resume rule, applied to one item at a time.
 
     The mask writer runs last: a mask on disk means every output of its input is there,
-    whenever a run was stopped.
+    whenever a run was stopped. ``labeling`` says how instance labels are made (for the
+    label and ROI outputs and for instance ground truth); they are made at most once per
+    input, here in the writer layer, so every engine gets them unchanged.
     """
 
     def __init__(
@@ -43,12 +55,25 @@ class ItemWork:
         extras: Sequence[OutputWriter] = (),
         masks: MaskIndex | None = None,
         skip_existing: bool = False,
+        labeling: Labeling | None = None,
+        max_pixels: int | None = PILLOW_MAX_PIXELS,
     ):
         self.mask = mask
         self.extras = tuple(extras)
         self.writers = (*self.extras, mask)
         self.masks = masks
         self.skip_existing = skip_existing
+        self.labeling = labeling or Labeling()
+        self.counts_objects = any(w.name == "labels" for w in self.extras)  # n_objects in the report
+        self.tables = {w.table: w.fields for w in self.writers if w.table}  # per-run tables -> columns
+        self.max_pixels = max_pixels  # pixels per page above which an input is refused (None: no limit)
+        self.output: str | None = None  # the run's output folder (never re-created once gone)
+        self.owner: str | None = None  # the tag of the run's temporary files (its lock holder's)
+        self.stopped: str | None = None  # the output fault that ended this copy's work
+
+    def bind(self, output: str | os.PathLike, owner: str) -> None:
+        """Attach the run: its output folder and the owner tag of its temporary files."""
+        self.output, self.owner = os.fspath(output), owner
 
     @classmethod
     def from_options(cls, options) -> ItemWork:
@@ -58,7 +83,12 @@ class ItemWork:
             raise ValueError(f"unknown output(s) {unknown}; choose from {sorted(WRITERS)}")
         extras = [WRITERS[name].from_options(options) for name in options.outputs]
         masks = MaskIndex(options.masks) if options.masks is not None else None
-        return cls(MaskWriter.from_options(options), extras, masks, options.skip_existing)
+        seg = options.segmenter
+        labeling = Labeling(seg.split, seg.min_distance, seg.labels_3d, seg.min_size)
+        mp = options.max_megapixels
+        max_pixels = None if mp is None else round(mp * 1e6)
+        mask = MaskWriter.from_options(options)
+        return cls(mask, extras, masks, options.skip_existing, labeling, max_pixels)
 
     @property
     def needs_prob(self) -> bool:
@@ -82,43 +112,77 @@ class ItemWork:
         return found
 
     def read(self, item: Item) -> np.ndarray:
-        """The input's pages as read and checked (``read_pages``)."""
-        return read_pages(item.src)
+        """The input's pages as read and checked (``read_pages``, with the run's pixel limit)."""
+        if self.stopped is not None:
+            raise OutputError(self.stopped)
+        return read_pages(item.src, self.max_pixels)
 
     def write(self, item: Item, seg: Segmentation) -> ItemResult:
-        """Write every output of one segmented input, then evaluate its mask."""
+        """Write every output of one segmented input (and its table rows), then evaluate its mask.
+
+        Temporary files carry the run's owner tag and no folder above the output is
+        re-created (``core.atomic.writing_for``). A failure fails this input, unless it is
+        the output's (``output_fault``): then the result is fatal.
+        """
+        if self.stopped is not None:
+            return ItemResult(item.src, error=self.stopped, fatal=True)
+        seg.labeling = self.labeling
         if self.masks is not None and seg.truth is None:
             found = self.masks.find(item.rel)  # writers may draw it (--overlays)
             seg.truth = None if found is None else str(found)
         try:
-            for writer in self.writers:
-                writer.write(item, seg)
-        except Exception as e:  # the input fails, nothing of it was kept (each writer is atomic)
-            return ItemResult(item.src, error=describe_error(e))
+            rows = self._rows(item, seg)
+            with writing_for(self.owner, self.output):
+                for writer in self.writers:
+                    writer.write(item, seg)
+        except Exception as e:  # nothing of the input was kept (each writer is atomic)
+            fault = output_fault(e, self.output)
+            if fault is None:
+                return ItemResult(item.src, error=describe_error(e))
+            fault = f"cannot write the outputs of {item.src} into {self.output}: {fault}"
+            self.stopped = self.stopped or fault
+            return ItemResult(item.src, error=fault, fatal=True)
         case = CaseResult(item.src, self.mask.path(item, seg.pages), "written", n_pixels=seg.mask.size)
         case.n_foreground = int(np.count_nonzero(seg.mask))
-        return self._evaluated(item, case, seg.mask)
+        return self._evaluated(item, case, seg, rows)
 
     def keep(self, item: Item, mask_path: str) -> ItemResult:
-        """An input whose outputs exist (``--skip-existing``): its row, evaluated when it has ground truth."""
+        """An input whose outputs exist (``--skip-existing``): its row, evaluated when it has ground
+        truth, and its table rows from the files on disk (as the run that wrote them gave them)."""
         case = CaseResult(item.src, mask_path, "skipped")
-        if self.masks is None or self.masks.find(item.rel) is None:
+        truth = self.masks is not None and self.masks.find(item.rel) is not None
+        if not (truth or self.tables or self.counts_objects):
             return ItemResult(item.src, case)
         try:
             mask = read_mask(mask_path)
+            image = self.read(item) if self.tables and self.needs_image else None
+            seg = Segmentation(mask, None, image, self.labeling)
+            for writer in self.extras:
+                writer.restore(item, seg)
+            rows = self._rows(item, seg)
         except Exception as e:
             return ItemResult(item.src, error=describe_error(e))
-        case.n_pixels, case.n_foreground = int(mask.size), int(np.count_nonzero(mask))
-        return self._evaluated(item, case, mask)
+        if truth:
+            case.n_pixels, case.n_foreground = int(mask.size), int(np.count_nonzero(mask))
+        return self._evaluated(item, case, seg, rows)
 
     def failed(self, item: Item, error: BaseException) -> ItemResult:
+        """The result of an input whose reading or segmentation raised ``error``: that input's
+        problem (an unreadable input file is never the output's), unless this work had stopped."""
+        if isinstance(error, OutputError):
+            return ItemResult(item.src, error=str(error), fatal=True)
         return ItemResult(item.src, error=describe_error(error))
 
-    def _evaluated(self, item: Item, case: CaseResult, mask: np.ndarray) -> ItemResult:
+    def _rows(self, item: Item, seg: Segmentation) -> dict[str, list[dict]]:
+        return {w.table: w.rows(item, seg) for w in self.writers if w.table}
+
+    def _evaluated(self, item: Item, case: CaseResult, seg: Segmentation, rows: dict) -> ItemResult:
+        if self.counts_objects:
+            case.n_objects = count_objects(seg.labels, self.labeling.three_d)
         truth = self.masks.find(item.rel) if self.masks is not None else None
         if truth is not None:
             try:
-                evaluate(case, mask, truth)
+                evaluate(case, seg.mask, truth, lambda: seg.labels, per_page=not self.labeling.three_d)
             except Exception as e:  # a bad ground-truth file fails this input, not the run
-                return ItemResult(item.src, case, describe_error(e))
-        return ItemResult(item.src, case)
+                return ItemResult(item.src, case, describe_error(e), rows)
+        return ItemResult(item.src, case, rows=rows)

@@ -36,6 +36,7 @@ def test_quick_bench_writes_every_section(tmp_path):
         "classical",
         "sweep",
         "real",
+        "objects",
         "memory",
         "training",
         "stream",

@@ -331,6 +331,7 @@ def test_resume_after_interruption(tmp_path, infer_model_path, infer_disk_image,
     written = _mask_files(out)
     assert 1 <= len(written) < 6 and all(iio.imread(out / n).shape == (48, 56) for n in written)
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+    assert _summary(out)["stopped"] == "interrupted (Ctrl-C)"  # the summary of what was done is kept
     monkeypatch.setattr(mask_writer, "write_mask", real_write)
 
     r = _run(["--input", tmp_path / "in", "--output", out], infer_model_path)
@@ -470,6 +471,9 @@ def test_help_and_version():
         "--skip-existing",
         "0.2125 R",
         "Exit codes",
+        "3 stopped because of the output",
+        "--skip-existing.",
+        "--max-megapixels",
     ):
         assert text in r.output
     r = CliRunner().invoke(main, ["--version"])

@@ -116,9 +116,9 @@ def _cases(n: int) -> list[CaseResult]:
 
 
 def test_spooled_report_writes_the_same_bytes(tmp_path, monkeypatch):
-    import unsupseg.infer.report as report_mod
+    from unsupseg.infer.spool import RunSpool
 
-    monkeypatch.setattr(report_mod._CaseSpool, "BATCH", 7)  # rows reach the file in several inserts
+    monkeypatch.setattr(RunSpool, "BATCH", 7)  # rows reach the file in several inserts
     spool = tmp_path / "spool" / ".cases.part"
     spool.parent.mkdir()
     cases = _cases(1200)
@@ -146,3 +146,25 @@ def test_empty_spooled_report(tmp_path):
     Report().write(tmp_path / "m.json")
     assert (tmp_path / "s.json").read_bytes() == (tmp_path / "m.json").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "s.json"]
+
+
+def test_table_rows_are_spooled_and_written_sorted_by_input(tmp_path, monkeypatch):
+    from unsupseg.infer.spool import RunSpool
+
+    monkeypatch.setattr(RunSpool, "BATCH", 5)
+    cols = ("image", "label", "area")
+    reports = Report(tables={"objects": cols}), Report(spool=tmp_path / ".s.part", tables={"objects": cols})
+    for r in reports:
+        for name in ("b.png", "a.png", "c.png"):  # completion order is not input order
+            r.add_rows("objects", name, [{"image": name, "label": k, "area": 10 * k} for k in (1, 2, 3)])
+        with pytest.raises(KeyError, match="no table"):
+            r.add_rows("other", "a.png", [])
+    paths = [tmp_path / "m.csv", tmp_path / "s.csv"]
+    for r, path in zip(reports, paths, strict=True):
+        r.write_table("objects", path)
+        r.close()
+    lines = paths[1].read_text().splitlines()
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert lines[0] == "image,label,area" and lines[1:4] == ["a.png,1,10", "a.png,2,20", "a.png,3,30"]
+    assert [line.split(",")[0] for line in lines[1:]] == ["a.png"] * 3 + ["b.png"] * 3 + ["c.png"] * 3
+    assert not (tmp_path / ".s.part").exists()

@@ -114,3 +114,64 @@ def test_engine_reuses_a_given_segmenter(tmp_path, infer_model_path, infer_disk_
     engine.run(items, ItemWork.from_options(options), results.append)
     assert sorted(r.src for r in results) == [i.src for i in items]
     assert all(r.error is None and r.case.status == "written" for r in results)
+
+
+class _OneByOne:
+    """An engine as docs/architecture.md describes one: no threads, every step through ItemWork."""
+
+    name = "one-by-one"
+
+    def open(self, config):
+        self.seg = config.build()
+        return self.seg
+
+    def run(self, items, work, on_result):
+        for item in items:
+            found = work.done(item)
+            if found is not None:
+                on_result(work.keep(item, found))
+                continue
+            try:
+                pages = work.read(item)
+                stream = self.seg.predict_stream([(0, self.seg.normalise(pages))], with_prob=work.needs_prob)
+                ((_, result),) = list(stream)
+                if isinstance(result, BaseException):
+                    raise result
+            except Exception as e:
+                on_result(work.failed(item, e))
+                continue
+            on_result(work.write(item, Segmentation(result[0], result[1], pages)))
+
+
+@pytest.mark.parametrize("engine", [LocalEngine, _OneByOne])
+def test_every_engine_stops_on_an_output_fault(
+    tmp_path, infer_model_path, infer_disk_image, monkeypatch, engine
+):
+    """The fatal-or-not decision is ItemWork's and run_folder's: any engine stops the same way."""
+    import errno
+    import os
+
+    import unsupseg.infer.writers.mask as mask_writer
+    from unsupseg.infer.faults import RunStopped
+
+    _make_folder(tmp_path / "in", infer_disk_image, n=6)
+    real, written = mask_writer.write_mask, []
+
+    def full_after_two(path, mask):
+        if len(written) >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, mask)
+        written.append(path)
+
+    monkeypatch.setattr(mask_writer, "write_mask", full_after_two)
+    out = tmp_path / "out"
+    with pytest.raises(RunStopped) as stop:
+        run_folder(tmp_path / "in", out, _options(infer_model_path), engine=engine())
+    e = stop.value
+    assert (e.n_images, e.n_written, e.summary) == (6, 2, str(out / "summary.json"))
+    assert "No space left on device (the output's file system is full)" in e.reason
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_written"] == 2 and summary["stopped"] == e.reason
+    assert sorted(_mask_files(out)) == sorted(os.path.basename(p) for p in written)
+    assert [p.name for p in out.glob(".*")] == [".seginfer.lock"]  # only the stopped run's record
+    assert json.loads((out / ".seginfer.lock").read_text())["pid"] == os.getpid()

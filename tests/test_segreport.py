@@ -85,6 +85,52 @@ def test_mixed_shard_counts_and_empty_folder(tmp_path, infer_model_path, infer_d
     assert r.exit_code == 2 and "different N" in r.output
 
 
+def test_a_stopped_shard_is_not_merged(tmp_path, infer_model_path, infer_disk_image, monkeypatch):
+    """A shard that stopped on its output (its summary says "stopped") must be resumed first:
+    merged, its missing masks would count as never asked for."""
+    import errno
+    import os
+
+    import unsupseg.infer.writers.mask as mask_writer
+
+    _make_folder(tmp_path / "in", infer_disk_image, n=6)
+    out = tmp_path / "out"
+    args = ["--input", tmp_path / "in", "--output", out]
+    assert _run([*args, "--shard", "1/2"], infer_model_path).exit_code == 0
+    real = mask_writer.write_mask
+
+    def full(path, mask):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(mask_writer, "write_mask", full)
+    assert _run([*args, "--shard", "2/2"], infer_model_path).exit_code == 3
+    monkeypatch.setattr(mask_writer, "write_mask", real)
+    r = _merge(out)
+    assert (
+        r.exit_code == 2 and "shard 2/2 stopped before its end" in r.output and "--skip-existing" in r.output
+    )
+    assert _run([*args, "--shard", "2/2", "--skip-existing"], infer_model_path).exit_code == 0
+    assert _merge(out).exit_code == 0
+
+
+def test_segreport_is_refused_while_an_unsharded_run_holds_the_folder(
+    tmp_path, infer_model_path, infer_disk_image
+):
+    """summary.json is also an unsharded seginfer's run file: while such a run holds the folder's
+    lock, segreport is refused rather than writing beside it."""
+    from unsupseg.infer.runfiles import RunFiles
+    from unsupseg.infer.runlock import RunLock
+
+    _make_folder(tmp_path / "in", infer_disk_image, n=2)
+    out = tmp_path / "out"
+    for i in (1, 2):
+        _run(["--input", tmp_path / "in", "--output", out, "--shard", f"{i}/2"], infer_model_path)
+    with RunLock(RunFiles(out)):  # as a running `seginfer --output out` holds it
+        r = _merge(out)
+    assert r.exit_code == 2 and "another run" in r.output
+    assert _merge(out).exit_code == 0
+
+
 def test_help():
     r = CliRunner().invoke(segreport, ["--help"])
     assert r.exit_code == 0 and "Example:" in r.output

@@ -79,6 +79,39 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+RESUME_KEYS = ("epoch", "optimizer", "history", "torch_rng", "loader_rng", "train_config")
+
+
+def load_resume_state(path: str | os.PathLike) -> dict:
+    """``last.pt`` for ``segtrain --resume``, checked whole: readable, every key a resume needs,
+    and weights that fit the network it describes. Any fault is a ModelFileError naming the
+    file and the two ways on (a damaged last.pt cannot be resumed)."""
+    path = Path(path)
+    way_on = (
+        f"start afresh with `segtrain --out {path.parent} --overwrite ...`, or keep the best weights so "
+        f"far with `segtrain --init-from {path.parent / 'best.pt'} --out NEW_RUN ...`"
+    )
+    try:
+        ckpt = load_checkpoint(path)
+    except ModelFileError as e:
+        reason = str(e).removeprefix(f"{path}: ").split("; pass the")[0]
+        raise ModelFileError(f"{path}: cannot resume, {reason}; {way_on}") from e
+    missing = [k for k in RESUME_KEYS if k not in ckpt]
+    if missing:
+        raise ModelFileError(
+            f"{path}: cannot resume, the file lacks {missing} (is it a model.pt or best.pt copied over "
+            f"last.pt?); {way_on}"
+        )
+    try:
+        build_model(ModelConfig(**ckpt["model_config"])).load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ModelFileError(
+            f"{path}: cannot resume, its weights do not fit its network ({first}); {way_on}"
+        ) from e
+    return ckpt
+
+
 def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, ModelCard, dict]:
     """(network in eval mode, model card, checkpoint dict) from a model.pt; typed errors for bad files."""
     ckpt = load_checkpoint(path)

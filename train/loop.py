@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from unsupseg.core.errors import UnsupsegError
 from unsupseg.train import distributed
-from unsupseg.train.checkpoint import load_checkpoint, save_checkpoint, weights_checkpoint
+from unsupseg.train.checkpoint import load_checkpoint, load_resume_state, save_checkpoint, weights_checkpoint
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.device import (
     epoch_noise_seed,
@@ -121,7 +121,7 @@ def _settle_config(
     out = Path(cfg.out)
     check_run_dir(out, overwrite, resume, remove=dist_ctx.is_main)
     if resume:
-        state = load_checkpoint(out / "last.pt")
+        state = load_resume_state(out / "last.pt")  # ModelFileError for a damaged file
         saved = TrainConfig.from_dict(state["train_config"])
         if resume_epochs is not None and resume_epochs != saved.epochs:
             if saved.schedule == "onecycle":

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from unsupseg import __version__
-from unsupseg.core.atomic import atomic_text, write_text_atomic
+from unsupseg.core.atomic import atomic_text, remove_stale_temps, write_text_atomic
 from unsupseg.core.errors import OutputExistsError
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.prepare import PreparedData
@@ -34,8 +34,12 @@ RUN_FILES = ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json", "r
 def check_run_dir(out: Path, overwrite: bool, resume: bool, remove: bool = True) -> None:
     """Refuse to mix runs; with ``overwrite`` (and ``remove``) delete the old run's files.
 
-    Ranks other than 0 of a DDP run check with ``remove=False``: rank 0 deletes.
+    Ranks other than 0 of a DDP run check with ``remove=False``: rank 0 deletes. Rank 0
+    also removes the temporary files of a killed run (a checkpoint cut short by ``kill -9``),
+    those of this machine's processes that no longer exist (``core.atomic.stale_temp``).
     """
+    if remove and out.is_dir():
+        remove_stale_temps(out)
     if resume:
         if not (out / "last.pt").is_file():
             raise OutputExistsError(

@@ -1,0 +1,287 @@
+"""Instance labels, per-object measurements and instance metrics (core, no model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from unsupseg.core.imageio import read_labels, write_labels
+from unsupseg.core.instance import THRESHOLDS, instance_metrics, is_instance_labels, match, overlaps
+from unsupseg.core.labels import Labeling, count_objects, label_dtype, label_mask
+from unsupseg.core.objects import OBJECT_FIELDS, measure_objects
+
+
+def _disk(shape, cy, cx, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+
+
+def _random_labels(seed: int, shape=(80, 96)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    mask = ndimage.binary_opening(rng.random(shape) > 0.45)
+    return label_mask(mask, split=bool(seed % 2), min_distance=2)
+
+
+# -- labels ------------------------------------------------------------------------------
+def test_components_are_4_connected_and_numbered_per_page():
+    page = np.zeros((6, 6), bool)
+    page[0:2, 0:2] = True
+    page[2:4, 2:4] = True  # touches the first square at a corner only: another object
+    page[5, 5] = True
+    labels = label_mask(np.stack([page, np.zeros_like(page), page.T]))
+    assert labels.dtype == np.int32
+    assert [int(p.max()) for p in labels] == [3, 0, 3]  # every page starts at 1
+    assert labels[0, 0, 0] != labels[0, 2, 2]
+    np.testing.assert_array_equal(labels > 0, np.stack([page, np.zeros_like(page), page.T]))
+
+
+def test_labels_3d_link_pages():
+    stack = np.zeros((3, 8, 8), bool)
+    stack[:, 2:5, 2:5] = True  # one column through all pages
+    stack[1, 6:8, 6:8] = True
+    assert [int(p.max()) for p in label_mask(stack)] == [1, 2, 1]
+    vol = label_mask(stack, three_d=True)
+    assert vol.max() == 2 and len(np.unique(vol[:, 3, 3])) == 1
+    assert count_objects(vol, three_d=True) == 2 and count_objects(label_mask(stack)) == 4
+
+
+def test_split_separates_two_touching_disks():
+    a, b = _disk((60, 90), 30, 28, 15), _disk((60, 90), 30, 55, 15)
+    mask = a | b
+    assert label_mask(mask).max() == 1
+    labels = label_mask(mask, split=True, min_distance=5)
+    assert labels.max() == 2
+    for disk in (a, b):
+        best = max(
+            np.count_nonzero((labels == k) & disk) / np.count_nonzero((labels == k) | disk) for k in (1, 2)
+        )
+        assert best > 0.9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_split_keeps_every_foreground_pixel(seed):
+    rng = np.random.default_rng(seed)
+    mask = ndimage.binary_opening(rng.random((70, 70)) > 0.4)
+    mask[0, 0] = mask[-1, -1] = True  # single-pixel objects (no distance peak of their own)
+    labels = label_mask(mask, split=True, min_distance=3)
+    np.testing.assert_array_equal(labels > 0, mask)
+    assert labels.max() >= label_mask(mask).max()
+    assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))  # consecutive
+
+
+def test_min_size_drops_small_objects_after_splitting():
+    mask = _disk((40, 40), 20, 20, 10)
+    mask[0:2, 0:2] = True  # 4 pixels
+    assert label_mask(mask).max() == 2
+    labels = Labeling(min_size=5).label(mask)
+    assert labels.max() == 1 and labels[0, 0] == 0
+
+
+def test_labeling_refuses_bad_settings():
+    with pytest.raises(ValueError, match="min_distance"):
+        Labeling(min_distance=0)
+
+
+@pytest.mark.parametrize(("n", "dtype"), [(1, np.uint16), (65535, np.uint16), (65536, np.uint32)])
+def test_label_images_are_uint16_until_65535_objects(tmp_path, n, dtype):
+    labels = np.zeros((2, 300, 300), np.int64)
+    labels.reshape(-1)[:n] = np.arange(1, n + 1)
+    write_labels(tmp_path / "l.tif", labels)
+    back = read_labels(tmp_path / "l.tif")
+    assert label_dtype(n) == dtype and back.dtype == dtype
+    np.testing.assert_array_equal(back, labels)
+
+
+# -- measurements ------------------------------------------------------------------------
+REGIONPROPS = {  # our column -> regionprops_table column
+    "area": "area",
+    "centroid_y": "centroid-0",
+    "centroid_x": "centroid-1",
+    "bbox_y0": "bbox-0",
+    "bbox_x0": "bbox-1",
+    "bbox_y1": "bbox-2",
+    "bbox_x1": "bbox-3",
+    "equivalent_diameter": "equivalent_diameter_area",
+    "eccentricity": "eccentricity",
+    "mean_intensity": "intensity_mean",
+    "min_intensity": "intensity_min",
+    "max_intensity": "intensity_max",
+}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_measurements_match_regionprops(seed):
+    from skimage.measure import regionprops_table
+
+    labels = _random_labels(seed)
+    image = np.random.default_rng(seed).integers(0, 4000, labels.shape).astype(np.uint16)
+    rows = measure_objects(labels, image)
+    assert rows and list(rows[0]) == list(OBJECT_FIELDS)
+    ref = regionprops_table(
+        labels,
+        image,
+        properties=[
+            "label",
+            "area",
+            "centroid",
+            "bbox",
+            "equivalent_diameter_area",
+            "eccentricity",
+            "intensity_mean",
+            "intensity_min",
+            "intensity_max",
+        ],
+    )
+    assert [r["label"] for r in rows] == ref["label"].tolist()
+    for ours, theirs in REGIONPROPS.items():
+        got = np.array([r[ours] for r in rows], dtype=float)
+        diff = np.abs(got - ref[theirs]) / np.maximum(1, np.abs(ref[theirs]))
+        print(f"{ours}: max relative difference {diff.max():.2e}")
+        assert diff.max() < 1e-5, ours  # six significant digits
+
+
+def test_solidity_is_area_over_the_hull_of_the_pixel_squares():
+    from scipy.spatial import ConvexHull
+
+    labels = _random_labels(5)
+    for row in measure_objects(labels):
+        ys, xs = np.nonzero(labels == row["label"])
+        corners = np.concatenate([np.c_[xs + dx, ys + dy] for dx in (0, 1) for dy in (0, 1)])
+        hull = ConvexHull(corners).volume
+        assert row["solidity"] == pytest.approx(row["area"] / hull, rel=1e-5)
+    square, ell = np.zeros((8, 8), int), np.zeros((8, 8), int)
+    square[1:5, 1:5] = 1
+    ell[0:4, 0] = ell[3, 0:4] = 1  # an L of 7 pixels; hull of its squares: 4x4 minus a triangle of 4.5
+    assert measure_objects(square)[0]["solidity"] == 1.0
+    assert measure_objects(ell)[0]["solidity"] == pytest.approx(7 / 11.5, rel=1e-5)
+
+
+def test_areas_add_up_and_border_flag():
+    mask = np.zeros((3, 30, 30), bool)
+    mask[0, 0:5, 10:15] = True  # touches the top border
+    mask[0, 10:20, 10:20] = True
+    mask[2, 25:30, 25:30] = True
+    labels = label_mask(mask)
+    rows = measure_objects(mask, np.ones(mask.shape, np.float32))  # a mask is labelled first
+    assert [(r["page"], r["label"], r["touches_border"]) for r in rows] == [(0, 1, 1), (0, 2, 0), (2, 1, 1)]
+    for r in rows:
+        assert r["area"] == np.count_nonzero(labels[r["page"]] == r["label"])
+    assert measure_objects(np.zeros((5, 5), np.int32)) == []
+    assert measure_objects(labels)[0]["mean_intensity"] is None  # no image, no intensities
+
+
+# -- instance metrics --------------------------------------------------------------------
+def _stardist_matching():
+    """stardist's own matching.py (the wheel make install brings), with its two heavy imports stubbed.
+
+    numba's jit becomes the identity (the loop runs in Python) and csbdeep's _raise a raise;
+    nothing else of stardist is imported.
+    """
+    spec = importlib.util.find_spec("stardist")
+    assert spec is not None, (
+        "stardist's wheel is installed by `make install` (pip install --no-deps stardist)"
+    )
+    path = Path(next(iter(spec.submodule_search_locations))) / "matching.py"
+    stubs = {"numba": types.ModuleType("numba"), "csbdeep": types.ModuleType("csbdeep")}
+    stubs["numba"].jit = lambda *a, **k: lambda f: f
+    utils = types.ModuleType("csbdeep.utils")
+
+    def _raise(e):
+        raise e
+
+    utils._raise = _raise
+    saved = {k: sys.modules.get(k) for k in ("numba", "csbdeep", "csbdeep.utils")}
+    sys.modules.update({**stubs, "csbdeep.utils": utils})
+    try:
+        module_spec = importlib.util.spec_from_file_location("_stardist_matching", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return module
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matching_equals_stardist(seed):
+    sd = _stardist_matching()
+    rng = np.random.default_rng(seed)
+    true = _random_labels(seed)
+    pred = label_mask(np.roll(true > 0, rng.integers(-2, 3), axis=1), split=True, min_distance=2)
+    ov = overlaps(true, pred)
+    for thr in THRESHOLDS:
+        ref, ours = sd.matching(true, pred, thresh=thr), match(ov, thr)
+        assert (ours.tp, ours.fp, ours.fn) == (ref.tp, ref.fp, ref.fn), thr
+        for mine, theirs in [
+            ("precision", "precision"),
+            ("recall", "recall"),
+            ("f1", "f1"),
+            ("ap", "accuracy"),
+            ("mean_matched_iou", "mean_matched_score"),
+            ("panoptic_quality", "panoptic_quality"),
+        ]:
+            assert getattr(ours, mine) == pytest.approx(float(getattr(ref, theirs)), abs=1e-6), (thr, mine)
+
+
+def test_instance_metrics_by_hand():
+    true = np.zeros((40, 40), np.uint16)
+    true[0:10, 0:10], true[20:30, 0:10], true[20:30, 20:30] = 1, 2, 3
+    pred = np.zeros_like(true)
+    pred[0:10, 0:10] = 7  # exact match
+    pred[24:34, 0:10] = 8  # IoU 6/14 < 0.5
+    pred[0:5, 30:35] = 9  # nothing there
+    m = instance_metrics(true, pred)
+    assert (m["n_true_objects"], m["n_pred_objects"]) == (3, 3)
+    assert m["precision"] == m["recall"] == m["f1"] == pytest.approx(1 / 3)
+    assert m["ap50"] == pytest.approx(1 / 5) and m["mean_matched_iou"] == 1.0
+    assert m["panoptic_quality"] == pytest.approx(1 / (1 + 1 + 1))
+    assert m["ap50_95"] == pytest.approx(1 / 5)  # the exact match holds at every threshold
+    empty = instance_metrics(np.zeros_like(true), np.zeros_like(true))
+    assert empty["f1"] == 0.0 and empty["n_true_objects"] == 0  # StarDist: 0 when nothing matched
+
+
+def test_pages_are_matched_apart():
+    page = np.zeros((10, 10), np.uint16)
+    page[2:6, 2:6] = 1
+    true = np.stack([page, page])
+    pred = np.stack([page, np.zeros_like(page)])
+    per_page = instance_metrics(true, pred)
+    assert (per_page["n_true_objects"], per_page["recall"]) == (2, 0.5)
+    assert instance_metrics(true, pred, per_page=False)["n_true_objects"] == 1  # one 3-D object
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [([0, 255], False), ([0, 1], False), ([0, 1, 2], True), ([3, 5, 9], True), ([0.0, 0.5, 1.0], False)],
+)
+def test_instance_ground_truth_is_an_integer_image_with_more_than_two_values(values, expected):
+    a = np.array(values * 4).reshape(-1, len(values))
+    assert is_instance_labels(a) is expected
+
+
+def test_measuring_in_bands_of_rows_gives_the_same_rows(monkeypatch):
+    import unsupseg.core.objects as objects
+
+    labels = _random_labels(7, shape=(120, 90))
+    image = np.random.default_rng(7).random(labels.shape).astype(np.float32)
+    whole = measure_objects(labels, image)
+    monkeypatch.setattr(objects, "BAND_PIXELS", 90 * 7)  # bands of 7 rows: objects span several
+    assert measure_objects(labels, image) == whole
+
+
+def test_hull_fallback_gives_the_same_solidity(monkeypatch):
+    import unsupseg.core.objects as objects
+
+    labels = _random_labels(9)
+    fast = [r["solidity"] for r in measure_objects(labels)]
+    monkeypatch.setattr(objects, "MAX_PASSES", 1)  # every object finishes in the monotone chain
+    assert [r["solidity"] for r in measure_objects(labels)] == fast
