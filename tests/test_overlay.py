@@ -124,3 +124,22 @@ def test_multi_page_input_gives_a_multi_page_overlay(tmp_path, infer_model_path,
     assert ov.shape == (pages, 48, 56, 3)
     for p in range(pages):
         np.testing.assert_array_equal(_is(ov[p], MASK_COLOUR), outline(mask[p]))
+
+
+def test_overlays_with_labels_outline_each_object_in_its_colour(tmp_path, infer_model_path, infer_disk_image):
+    """--labels --overlays: the overlay outlines the label image's objects, each in its own colour."""
+    from unsupseg.core.imageio import read_labels
+
+    _make_folder(tmp_path / "in", infer_disk_image, n=2, shape=(64, 80))
+    out = tmp_path / "out"
+    r = _run(["--input", tmp_path / "in", "--output", out, "--overlays", "--labels"], infer_model_path)
+    assert r.exit_code == 0, r.output
+    for i in range(2):
+        labels = read_labels(out / f"img{i}_labels.tif")[0]
+        ov = iio.imread(out / f"img{i}_overlay.png")
+        want = render_overlay(np.zeros(labels.shape, np.uint8), labels > 0, labels=labels)
+        edge = want.any(axis=2)
+        np.testing.assert_array_equal(ov[edge], want[edge])
+        ids = np.unique(labels[labels > 0])
+        colours = {tuple(c) for c in label_colours(ids)}
+        assert len(ids) >= 2 and len(colours) == len(ids)  # the disks do not share a colour
