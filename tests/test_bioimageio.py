@@ -357,7 +357,7 @@ def test_own_test_image_is_cropped_to_the_size_multiple(tmp_path, tiny_checkpoin
 def test_package_that_fails_its_test_is_not_written(tmp_path, tiny_checkpoint, monkeypatch):
     from types import SimpleNamespace
 
-    import unsupseg.export.bioimageio as bio
+    import unsupseg.export.bioimageio.package as bio
 
     error = SimpleNamespace(msg="x")
     detail = SimpleNamespace(name="Reproduce test outputs", status="failed", errors=[error])
