@@ -17,7 +17,7 @@ from unsupseg.core.normalize import Normalization
 PREFIX = "unsupseg."
 INPUT_NAME = "image"  # (batch, 1, height, width) float32, normalised to [0, 1]
 OUTPUT_NAME = "prob"  # (batch, 1, height, width) float32 in [0, 1]
-POLARITY_RULES = ("auto", "border", "minority", "bright", "dark", "model")  # infer/polarity.py
+POLARITY_RULES = ("auto", "border", "minority", "bright", "dark", "model")  # core/polarity.py
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ModelCard:
     normalization: Normalization = field(default_factory=Normalization)
     threshold: float = 0.5  # probability above which a pixel is region 1
     size_multiple: int = 8  # height and width must be multiples of this
-    polarity: str = "auto"  # which region is foreground (infer/polarity.py)
+    polarity: str = "auto"  # which region is foreground (core/polarity.py)
     train_iou: float | None = None  # final polarity-free IoU on the training split, percent
     test_iou: float | None = None  # final polarity-free IoU on the test split, percent
     checkpoint_sha256: str = ""  # sha256 of the source model.pt (set by the exporter)

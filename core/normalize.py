@@ -1,9 +1,11 @@
 """Per-image intensity normalisation, the one place preprocessing is defined.
 
 Each image is mapped with robust percentiles: ``(x - p_low) / (p_high - p_low)``
-clipped to [0, 1]. Percentiles (not min/max) keep one hot pixel from
-squashing the contrast; per image (not per data set) makes 8-bit, 16-bit and
-float inputs look alike to the network. The parameters are stored in every
+clipped to [0, 1], optionally followed by the curve ``log(1 + k x) / log(1 + k)``
+(``log_k``; label-free adaptation uses it: dim objects are lifted next to bright
+ones). Percentiles (not min/max) keep one hot pixel from squashing the contrast;
+per image (not per data set) makes 8-bit, 16-bit and float inputs look alike to
+the network. The parameters are stored in every
 checkpoint and ONNX file so that inference applies exactly what training saw.
 
 Integer images of at most 16 bits (8/16-bit PNG and TIFF, the common case) take
@@ -55,12 +57,17 @@ class Normalization:
     low: float = 1.0  # lower percentile mapped to 0
     high: float = 99.0  # upper percentile mapped to 1
     clip: bool = True  # clip the result to [0, 1]
+    log_k: float = 0.0  # > 0: then x -> log(1 + k x) / log(1 + k), lifting dim structures (0 = linear)
 
     def __post_init__(self) -> None:
         if self.method != "percentile":
             raise ValueError(f"unknown normalisation method {self.method!r}; use 'percentile'")
         if not 0.0 <= self.low < self.high <= 100.0:
             raise ValueError(f"need 0 <= low < high <= 100, got low={self.low}, high={self.high}")
+        if self.log_k < 0 or (self.log_k > 0 and not self.clip):
+            raise ValueError(
+                f"log_k must be >= 0, and > 0 only with clip (got {self.log_k}, clip={self.clip})"
+            )
 
     def bounds(self, image: np.ndarray) -> tuple[float, float]:
         """The intensities mapped to 0 and 1: the low and high percentiles of the image.
@@ -120,6 +127,10 @@ class Normalization:
         out *= inv
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
+        if self.log_k > 0:  # the curve of Normalization.log_k, elementwise (tiles stay exact)
+            out *= np.float32(self.log_k)
+            np.log1p(out, out=out)
+            out *= np.float32(1.0 / np.log1p(self.log_k))
         return out
 
     def __call__(self, image: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ from unsupseg.core.imageio import check_pages
 from unsupseg.core.labels import DEFAULT_MIN_DISTANCE, Labeling
 from unsupseg.core.modelcard import POLARITY_RULES, ModelCard
 from unsupseg.core.normalize import histogram_dtype
-from unsupseg.infer.polarity import apply_polarity  # noqa: F401  (re-exported: the rule of predict)
+from unsupseg.core.polarity import apply_polarity  # noqa: F401  (re-exported: the rule of predict)
 from unsupseg.infer.postprocess import Cleanup
 from unsupseg.infer.scheduler import BatchScheduler
 from unsupseg.infer.session import DeviceRequest, parse_device

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unsupseg.core.padding import pad_to_multiple
-from unsupseg.infer.polarity import apply_polarity
+from unsupseg.core.polarity import apply_polarity
 from unsupseg.infer.tiled import NormalisedPages, TiledPages, run_tiled_page
 
 

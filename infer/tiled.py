@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unsupseg.core.normalize import Normalization
-from unsupseg.infer.polarity import RegionSums
+from unsupseg.core.polarity import RegionSums
 from unsupseg.infer.tiling import RowBlender, TileGrid
 
 

@@ -354,7 +354,7 @@ def test_auto_takes_the_stronger_share():
 
 @pytest.mark.parametrize("seed", range(5))
 def test_region_sums_band_by_band_equal_whole_page(seed):
-    from unsupseg.infer.polarity import RegionSums
+    from unsupseg.core.polarity import RegionSums
 
     rng = np.random.default_rng(seed)
     h, w = int(rng.integers(4, 60)), int(rng.integers(1, 60))

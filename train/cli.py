@@ -14,6 +14,8 @@ Example:
 
     segtrain --out runs/default                    # built-in data, default preset
 
+    segtrain --data images/ --out runs/mine        # adapt the packaged model to a folder (no labels)
+
     segtrain --data images/ --masks gt/ --out runs/cells --epochs 40
 
     torchrun --nproc_per_node 4 -m unsupseg.train.cli --data images/ --out runs/big
@@ -47,10 +49,12 @@ Example:
 )
 @click.option(
     "--preset",
-    type=click.Choice(["default", "seed"]),
-    default="default",
-    show_default=True,
-    help="'seed' reproduces the notebook's network and hyper-parameters.",
+    type=click.Choice(["default", "seed", "adapt"]),
+    default=None,
+    help="default: train from scratch (the project's recipe); seed: the notebook's network and "
+    "hyper-parameters; adapt: fine-tune the packaged model to --data DIR without labels and choose "
+    "the snapshot by a label-free criterion (train/adapt.py).  [default: adapt for --data DIR "
+    "when no training option is given, else default]",
 )
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Epochs (preset value if not given)."
@@ -185,6 +189,18 @@ def main(
     if overwrite and resume:
         raise click.UsageError("--overwrite and --resume exclude each other")
 
+    shaping = dict(
+        epochs=epochs, arch=arch, width=width, context=context, alpha=alpha, lr=lr, batch_size=batch_size,
+        optimizer=optimizer, augment=augment, crop=crop, samples_per_epoch=samples_per_epoch,
+        eval_images=eval_images, workers=workers, cache_mb=cache_mb, norm_percentiles=norm_percentiles,
+    )  # fmt: skip
+    if preset is None:
+        given = any(v is not None for v in shaping.values())
+        preset = "adapt" if data is not None and data.is_dir() and not given and not resume else "default"
+    if preset == "adapt":
+        _adapt(data, masks, out, shaping, init_from, seed, device, threads, overwrite, resume, no_plots)
+        return
+
     from unsupseg.train.config import make_config
     from unsupseg.train.loop import run_training
 
@@ -233,6 +249,44 @@ def main(
         click.echo(f"final train IoU: {fin['train_iou']:.2f}")
     if fin.get("test_iou") is not None:
         click.echo(f"final test IoU: {fin['test_iou']:.2f}")
+
+
+def _adapt(data, masks, out, shaping, init_from, seed, device, threads, overwrite, resume, no_plots) -> None:
+    """--preset adapt: train/adapt_run.py with its own settings (options that shape training do not apply)."""
+    from unsupseg.core.errors import UnsupsegError
+
+    if data is None or not data.is_dir():
+        raise click.UsageError("--preset adapt needs --data DIR, a folder of images to adapt to")
+    given = [k.replace("_", "-") for k, v in shaping.items() if v is not None]
+    if given or resume:
+        what = ", ".join(f"--{k}" for k in given + (["resume"] if resume else []))
+        raise click.UsageError(
+            f"{what} does not apply to --preset adapt (it has its own settings, train/adapt.py); "
+            "leave it out, or pass --preset default to train from scratch"
+        )
+    from unsupseg.train.adapt import AdaptConfig
+    from unsupseg.train.adapt_run import run_adaptation
+
+    cfg = AdaptConfig(
+        data=str(data),
+        out=str(out),
+        masks=None if masks is None else str(masks),
+        start=None if init_from is None else str(init_from),
+        seed=seed or 0,
+        device=device,
+        threads=threads,
+    )
+    try:
+        summary = run_adaptation(cfg, overwrite, log=lambda m: click.echo(m, err=True), plots=not no_plots)
+    except (UnsupsegError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+    except KeyboardInterrupt:
+        click.echo("segtrain: interrupted; the adaptation wrote no model (run it again)", err=True)
+        sys.exit(130)
+    fin = summary["final"]
+    for key, name in (("train_iou", "train"), ("test_iou", "test (held aside)")):
+        if fin.get(key) is not None:
+            click.echo(f"final {name} IoU: {fin[key]:.2f}")
 
 
 if __name__ == "__main__":

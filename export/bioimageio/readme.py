@@ -16,7 +16,7 @@ from unsupseg.export.bioimageio.citations import citation_text
 TEMPLATE = Path(__file__).with_name("readme.md")  # package data (pyproject's package-data)
 # training settings the README quotes as recorded in the checkpoint's train_config
 TRAIN_KEYS = ("preset", "batch_size", "optimizer", "lr", "schedule", "augment", "input_noise", "alpha")
-POLARITY_TEXT = {  # seginfer's --foreground rules (infer/polarity.py), as the README states them
+POLARITY_TEXT = {  # seginfer's --foreground rules (core/polarity.py), as the README states them
     "auto": "the region that touches the image border less and covers less of the image is the "
     "object: with b the share of border pixels (first and last rows and columns) and a the share "
     "of all pixels in the thresholded region, the region is the object when (a + b) / 2 < 1/2, "

@@ -1,0 +1,152 @@
+"""Label-free adaptation (segtrain --data DIR): the local-fit energy, the split, the run folder."""
+
+from __future__ import annotations
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from unsupseg.train.adapt import AdaptConfig, split_images
+from unsupseg.train.checkpoint import load_checkpoint
+from unsupseg.train.cli import main as segtrain
+from unsupseg.train.local_loss import energy, gaussian_blur, local_fidelity
+from unsupseg.train.loss import fidelity as global_fidelity
+from unsupseg.train.loss import total_variation
+
+
+@pytest.mark.parametrize("sigma", [1.5, 8.0])  # the convolution and the FFT branch
+@pytest.mark.parametrize("shape", [(40, 56), (9, 70)])
+def test_gaussian_blur_is_scipys_with_zero_padding(sigma, shape):
+    from scipy import ndimage
+
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    got = gaussian_blur(torch.from_numpy(x)[None, None], sigma)[0, 0].numpy()
+    r = int(np.ceil(3 * sigma))
+    if r < min(shape):  # scipy's kernel is not cut to the image; ours is (the same when it fits)
+        want = ndimage.gaussian_filter(x, sigma, mode="constant", truncate=r / sigma)
+        np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+def _two_brightness_image(h=64, w=96):
+    """A background rising from 0.1 (left) to 0.6 (right), a bright object (1.0) on the right and a
+    dim one on the left, 0.25 above its surroundings but darker than the right half."""
+    yy, xx = np.mgrid[:h, :w]
+    image = 0.1 + 0.5 * xx / w
+    bright = (yy - 32) ** 2 + (xx - 75) ** 2 < 100
+    dim = (yy - 32) ** 2 + (xx - 20) ** 2 < 100
+    image = np.where(bright, 1.0, np.where(dim, image + 0.25, image))
+    return torch.from_numpy(image.astype(np.float32))[None, None], bright | dim, bright
+
+
+def test_local_fit_keeps_dim_objects_the_global_fit_drops():
+    """The point of the local fit: 'both objects' is cheaper than 'the bright one only', while one
+    mean per region prefers splitting bright from the rest."""
+    image, objects, bright = _two_brightness_image()
+    u_objects = torch.from_numpy(objects.astype(np.float32))[None, None]
+    u_bright = torch.from_numpy(bright.astype(np.float32))[None, None]
+    assert local_fidelity(image, u_objects, 8.0) < local_fidelity(image, u_bright, 8.0)
+    assert global_fidelity(image, u_bright) < global_fidelity(image, u_objects)
+    want = global_fidelity(image, u_objects) + 0.05 * total_variation(u_objects)
+    assert torch.allclose(energy(image, u_objects, 0.05, None), want)
+
+
+def test_local_fidelity_gradients_are_finite_for_empty_regions():
+    image = torch.rand(2, 1, 32, 32)
+    u = torch.zeros(2, 1, 32, 32, requires_grad=True)  # region 1 empty everywhere
+    local_fidelity(image, u, 8.0).sum().backward()
+    assert torch.isfinite(u.grad).all()
+
+
+@pytest.mark.parametrize("n, held", [(1, [0]), (4, [3]), (10, [4, 9]), (12, [4, 9])])
+def test_every_fifth_image_is_held_aside(n, held):
+    train, got = split_images(n, 5)
+    assert got == held
+    assert sorted(train + ([] if n == 1 else got)) == list(range(n))
+
+
+def _folder(root, n=6, size=(72, 88)):
+    """Images with bright disks of two brightnesses on a background with a gradient, and masks."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    for i in range(n):
+        m = np.zeros(size, bool)
+        image = 0.1 + 0.2 * xx / w + rng.normal(0, 0.05, size)
+        for level in (0.7, 0.35):
+            cy, cx, r = rng.uniform(15, h - 15), rng.uniform(15, w - 15), rng.uniform(6, 12)
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            image, m = image + level * (disk & ~m), m | disk
+        iio.imwrite(root / "images" / f"im{i}.png", (np.clip(image, 0, 1) * 255).astype(np.uint8))
+        iio.imwrite(root / "masks" / f"im{i}.png", m.astype(np.uint8) * 255)
+    return root / "images", root / "masks"
+
+
+@pytest.mark.slow
+def test_segtrain_data_dir_adapts_and_writes_a_run_folder(tmp_path, tiny_checkpoint):
+    """No training option: the adapt preset (started here from a tiny model with --init-from)."""
+    images, masks = _folder(tmp_path)
+    out = tmp_path / "run"
+    args = ["--data", images, "--masks", masks, "--out", out, "--init-from", tiny_checkpoint("unet", 4)]
+    r = CliRunner().invoke(segtrain, [*map(str, args), "--threads", "1", "--seed", "3"])
+    assert r.exit_code == 0, r.output
+    assert "adapting" in r.output and "held aside" in r.output
+    ckpt = load_checkpoint(out / "model.pt")
+    card = ckpt["card"]
+    assert card["polarity"] == "auto" and card["normalization"]["log_k"] == AdaptConfig.norm_log
+    assert ckpt["train_config"]["preset"] == "adapt"
+    summary = json.loads((out / "metrics.json").read_text())
+    cands = summary["adaptation"]["candidates"]
+    assert [c["step"] for c in cands] == [0, 40, 80, 120, 160]
+    trained = [c for c in cands if c["step"] > 0]
+    chosen = min(trained, key=lambda c: c["criterion"])  # the label-free choice, never step 0
+    assert summary["final"]["epoch"] == chosen["step"] == ckpt["epoch"]
+    assert [c["chosen"] for c in cands] == [int(c is chosen) for c in cands]
+    assert all(0 <= c["iou_as_written"] <= 100 for c in cands)  # --masks scores every candidate
+    assert summary["final"]["test_iou"] == chosen["test_iou"]
+    assert (out / "metrics.csv").read_text().count("\n") == len(cands) + 1
+    assert (out / "plots" / "criterion.png").is_file() and (out / "plots" / "results.png").is_file()
+    start = load_checkpoint(tiny_checkpoint("unet", 4))["state_dict"]
+    assert any(not torch.equal(start[k], v) for k, v in ckpt["state_dict"].items())  # it trained
+
+
+@pytest.mark.slow
+def test_adapted_model_exports_and_seginfer_applies_its_normalisation(tmp_path, tiny_checkpoint):
+    from unsupseg.export.export import export_onnx
+    from unsupseg.infer import Segmenter
+    from unsupseg.train.adapt_run import run_adaptation
+    from unsupseg.train.checkpoint import load_model
+
+    images, _ = _folder(tmp_path, n=3)
+    cfg = AdaptConfig(str(images), str(tmp_path / "run"), start=str(tiny_checkpoint("unet", 4)), steps=8,
+                      snapshot_every=4, threads=1)  # fmt: skip
+    run_adaptation(cfg, log=lambda m: None, plots=False)
+    export_onnx(tmp_path / "run" / "model.pt", tmp_path / "m.onnx", log=lambda m: None)
+    seg = Segmenter(tmp_path / "m.onnx", device="cpu")
+    assert seg.card.normalization.log_k == cfg.norm_log and seg.foreground == "auto"
+    raw = iio.imread(images / "im0.png").astype(np.float32)
+    model, card, _ = load_model(tmp_path / "run" / "model.pt")
+    x = card.normalization(raw)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)[None, None])[0, 0].numpy()  # 72x88: no padding needed
+    _, prob = Segmenter(tmp_path / "m.onnx", device="cpu", foreground="model").predict(raw)
+    np.testing.assert_allclose(prob, want, atol=1e-4)
+
+
+def test_preset_choice(tmp_path):
+    images, _ = _folder(tmp_path, n=2)
+    r = CliRunner().invoke(segtrain, ["--data", str(images), "--preset", "adapt", "--epochs", "3"])
+    assert r.exit_code == 2 and "--epochs does not apply to --preset adapt" in r.output
+    r = CliRunner().invoke(segtrain, ["--preset", "adapt", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "--preset adapt needs --data DIR" in r.output
+    missing = CliRunner().invoke(
+        segtrain,
+        ["--data", str(images), "--out", str(tmp_path / "r"), "--init-from", str(images / "im0.png")],
+    )
+    assert missing.exit_code == 2 and "not a readable unsupseg checkpoint" in missing.output
+    assert not (tmp_path / "r").exists()

@@ -1,0 +1,202 @@
+"""``segtrain --data DIR`` with no training option: adapt the packaged model and write the run folder.
+
+The run folder has what every segtrain run has (DESIGN.md): ``model.pt`` (the chosen
+snapshot, its model card carrying the adapted normalisation and the foreground rule),
+``metrics.csv`` (one row per candidate: step, criterion and, with ``--masks``, IoU),
+``metrics.json`` (``final.train_iou`` / ``final.test_iou`` when masks exist, the
+candidates, the choice, the configuration) and ``plots/`` (criterion by step, results).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unsupseg import __version__
+from unsupseg.core.errors import ModelFileError
+from unsupseg.core.metrics import iou, iou_any_polarity
+from unsupseg.core.polarity import apply_polarity
+from unsupseg.train.adapt import (
+    PACKAGED,
+    AdaptConfig,
+    Candidate,
+    FolderImages,
+    adapt,
+    criterion,
+    read_folder,
+)
+from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
+from unsupseg.train.device import resolve_device, seed_everything
+from unsupseg.train.runfolder import check_run_dir, write_metrics
+
+
+def start_checkpoint(cfg: AdaptConfig) -> Path:
+    path = Path(cfg.start) if cfg.start is not None else PACKAGED
+    if not path.is_file():
+        raise ModelFileError(
+            f"{path}: no start model; build the packaged one with `make model`, or pass --init-from MODEL.pt"
+        )
+    return path
+
+
+def run_adaptation(
+    cfg: AdaptConfig, overwrite: bool = False, log: Callable[[str], None] = print, plots: bool = True
+) -> dict:
+    """Adapt, choose, write the run folder; returns metrics.json's content."""
+    out = Path(cfg.out)
+    check_run_dir(out, overwrite, resume=False)
+    device = resolve_device(cfg.device)
+    if device.type == "cpu" and cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    images = read_folder(cfg, log)  # raises before anything is written
+    start_path = start_checkpoint(cfg)
+    model, card, ckpt = load_model(start_path)
+    log(
+        f"adapting {start_path.name} to {cfg.data}: {len(images.raw)} image(s), "
+        f"{len(images.train)} trained on, {len(images.held)} held aside for the choice"
+    )
+    t0 = time.perf_counter()
+    model = model.to(device)
+    start = Candidate(0, criterion(model, images, cfg, device), copy.deepcopy(model.state_dict()))
+    candidates = adapt(model, images, cfg, device, log)
+    seconds = time.perf_counter() - t0
+    best = min(candidates, key=lambda c: c.criterion)  # the trained snapshots only (train/adapt.py)
+    has_masks = any(m is not None for m in images.masks)
+    if has_masks:
+        for cand in [start, *candidates]:
+            model.load_state_dict(cand.state)
+            cand.scores = _scores(model, images, cfg, device)
+    model.load_state_dict(best.state)
+    card.normalization = cfg.input_norm()
+    card.polarity = "auto"
+    card.package_version = __version__
+    card.train_iou, card.test_iou = best.scores.get("train_iou"), best.scores.get("test_iou")
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(_checkpoint(model, card, ckpt, cfg, best), out / "model.pt")
+    summary = _summary(cfg, start, candidates, best, seconds, start_path, str(device))
+    write_metrics(out, [_row(c, c is best) for c in [start, *candidates]], summary)
+    if plots:
+        _plots(out / "plots", [start, *candidates], best, model, images, cfg, device)
+    log(
+        f"chose step {best.step} (criterion {best.criterion:.5f}); wrote {out / 'model.pt'} ({seconds:.0f} s)"
+    )
+    return summary
+
+
+def _checkpoint(model, card, start_ckpt: dict, cfg: AdaptConfig, best: Candidate) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": start_ckpt["model_config"],
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "card": card.to_dict(),
+        "train_config": {"preset": "adapt", **_config(cfg)},
+        "epoch": best.step,
+    }
+
+
+def _config(cfg: AdaptConfig) -> dict:
+    from dataclasses import asdict
+
+    return asdict(cfg)
+
+
+def _row(c: Candidate, chosen: bool) -> dict:
+    return {"step": c.step, "criterion": c.criterion, "chosen": int(chosen), **c.scores}
+
+
+def _summary(cfg, start: Candidate, candidates, best: Candidate, seconds, start_path, device) -> dict:
+    return {
+        "final": {
+            "epoch": best.step,
+            "train_iou": best.scores.get("train_iou"),
+            "test_iou": best.scores.get("test_iou"),
+            "criterion": best.criterion,
+        },
+        "adaptation": {
+            "start": str(start_path),
+            "chosen_step": best.step,
+            "candidates": [_row(c, c is best) for c in [start, *candidates]],
+            "start_is_candidate": False,
+        },
+        "interrupted": False,
+        "wall_time_s": seconds,
+        "data": cfg.data,
+        "has_masks": bool(best.scores),
+        "config": {"preset": "adapt", **_config(cfg)},
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "device": device,
+        "processes": 1,
+    }
+
+
+@torch.no_grad()
+def _masks_of(model, images: FolderImages, cfg: AdaptConfig, device) -> list[np.ndarray]:
+    """The model's masks (auto rule, threshold 0.5) of every image, in the input normalisation."""
+    model.eval()
+    norm, out = cfg.input_norm(), []
+    for raw in images.raw:
+        x = norm(raw)
+        h, w = x.shape
+        prob = model(
+            torch.from_numpy(np.pad(x, ((0, -h % 8), (0, -w % 8)), mode="reflect"))[None, None].to(device)
+        )
+        prob = prob[0, 0, :h, :w].cpu().numpy()
+        out.append(apply_polarity(x, prob, 0.5, "auto")[0])
+    return out
+
+
+def _scores(model, images: FolderImages, cfg: AdaptConfig, device) -> dict:
+    """IoU % (polarity-free as the model card records it, and as written) on the images with masks."""
+    masks = _masks_of(model, images, cfg, device)
+    scored = [(i, m, images.masks[i]) for i, m in enumerate(masks) if images.masks[i] is not None]
+    held = set(images.held)
+
+    def mean(values):
+        return float(np.mean(values)) * 100 if values else None
+
+    return {
+        "train_iou": mean([iou_any_polarity(m, g) for i, m, g in scored if i not in held]),
+        "test_iou": mean([iou_any_polarity(m, g) for i, m, g in scored if i in held]),
+        "iou_as_written": mean([iou(m, g) for _, m, g in scored]),
+    }
+
+
+def _plots(folder: Path, cands, best, model, images: FolderImages, cfg, device) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 6))
+    ax.plot([c.step for c in cands], [c.criterion for c in cands], "o-", color="red")
+    ax.plot([best.step], [best.criterion], "o", color="blue", markersize=12, label="chosen")
+    ax.set(title="held-aside energy (label-free criterion)", xlabel="step", ylabel="energy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(folder / "criterion.png", dpi=80)
+    plt.close(fig)
+    picks = images.held[:5] + images.train[: 5 - len(images.held[:5])]
+    masks = _masks_of(model, images, cfg, device)
+    fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3 * len(picks)), squeeze=False)
+    for r, i in enumerate(picks):
+        truth = images.masks[i]
+        for c, (im, title) in enumerate(
+            [(cfg.input_norm()(images.raw[i]), "image"), (masks[i], "mask"), (truth, "ground truth")]
+        ):
+            axes[r, c].imshow(im if im is not None else np.zeros_like(masks[i]), cmap="gray")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            axes[r, c].set_title(
+                f"{title}{' (held aside)' if i in images.held else ''}" if r == 0 or c == 0 else ""
+            )
+    fig.tight_layout()
+    fig.savefig(folder / "results.png", dpi=60)
+    plt.close(fig)
