@@ -11,7 +11,8 @@ speed over widths, from ``--sweep`` checkpoints), real (real sets: classical met
 model and label-free adaptation),
 objects (instance labels on real nuclei, --labels cost),
 memory (peak RSS of seginfer), training (images/s, ``make train`` wall time), stream
-(``segtrain --data DIR`` memory), quant (int8 vs fp32), gpu.
+(``segtrain --data DIR`` memory), quant (int8 vs fp32), report (report.html of a large run:
+size and build time), gpu.
 
 Every section uses the same weights: ``--checkpoint`` is exported to a temporary .onnx
 with ``segexport``'s own code, so torch and onnxruntime run identical parameters.
@@ -48,7 +49,20 @@ import click
 
 from bench.common import ROOT, Section, Settings, Shared, export_checkpoint, log
 from bench.report import render, results_json
-from bench.sections import classical, e2e, gpu, memory, model, objects, quant, real, stream, sweep, training
+from bench.sections import (
+    classical,
+    e2e,
+    gpu,
+    memory,
+    model,
+    objects,
+    quant,
+    real,
+    report,
+    stream,
+    sweep,
+    training,
+)
 from bench.timing import machine, usable_cores
 
 # name -> module with run(shared) -> Section; the order is the order of running and of the page
@@ -63,6 +77,7 @@ SECTIONS = {
     "training": training,
     "stream": stream,
     "quant": quant,
+    "report": report,
     "gpu": gpu,
 }
 

@@ -3,6 +3,7 @@
     inputs --gather, plan--> items --overwrite / resume rule--> run lock, stale files removed
            --> engine (read, segment, write) --> report and table rows (spooled to disk)
            --> summary.json, report.csv, objects.csv, manifest seginfer.json
+           --> report.html (with ``html``, from those files)
 
 Python users get the same files, overwrite and resume rules as the command:
 
@@ -31,6 +32,7 @@ from unsupseg.infer.engine import Engine, LocalEngine
 from unsupseg.infer.faults import RunStopped, output_error, why
 from unsupseg.infer.inputs import InputError, Inputs, Plan, gather_inputs, plan_items
 from unsupseg.infer.report import Report, describe_error
+from unsupseg.infer.report_html import PageResult, build_report
 from unsupseg.infer.runfiles import RunFiles
 from unsupseg.infer.runlock import RunLock
 from unsupseg.infer.work import ItemResult, ItemWork
@@ -59,6 +61,7 @@ class RunOptions:
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # keep inputs whose outputs exist, process the rest (resume)
     max_megapixels: float | None = PILLOW_MAX_PIXELS / 1e6  # larger pages are refused; None: no limit
+    html: bool = False  # write report.html (and report_files/) at the end (report_html.py)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class RunResult:
     table: str  # the short text table seginfer prints
     seconds: float  # wall time of the segmentation itself
     segmenter: Segmenter  # what ran (model card, provider, device)
+    page: PageResult | None = None  # report.html with RunOptions.html
 
     @property
     def n_failed(self) -> int:
@@ -141,6 +145,14 @@ def run_folder(
             summary_written, unwritten = _write_report(report, files, options, stop)
             summary, table = report.summary(with_cases=False), report.table()
         unwritten += _finish_manifest(files, manifest, report, elapsed)
+        page = None
+        if (
+            options.html and stop is None and not unwritten
+        ):  # the page segreport --html makes, from those files
+            try:
+                page = build_report(files.summary, [files.manifest], files.html)
+            except (OSError, OutputError) as e:
+                unwritten.append(f"{files.html.name} not written: {why(e, files.folder)}")
         lock.clean = stop is None and not unwritten  # else the next run removes what this one left
     if stop is not None and not isinstance(stop, OutputError):
         raise stop  # Ctrl-C or a bug: the summary of what was done is written, the error goes on
@@ -153,7 +165,7 @@ def run_folder(
             str(files.summary) if summary_written else None,
             tuple(unwritten),
         )
-    return RunResult(files, summary, table, elapsed, segmenter)
+    return RunResult(files, summary, table, elapsed, segmenter, page)
 
 
 def _segment(
@@ -297,4 +309,5 @@ def _manifest(args: dict, segmenter: Segmenter, n_images: int) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cwd": os.getcwd(),  # relative input paths in summary.json start here (segreport --html)
     }

@@ -41,6 +41,7 @@ def test_quick_bench_writes_every_section(tmp_path):
         "training",
         "stream",
         "quant",
+        "report",
         "gpu",
     )
     assert set(results["sections"]) == set(sections)
@@ -55,6 +56,8 @@ def test_quick_bench_writes_every_section(tmp_path):
     stream = results["sections"]["stream"]
     assert len(stream["runs"]) == 3 and stream["rss_ratio_files"] > 0
     assert "keep" in results["sections"]["quant"]
+    report = results["sections"]["report"]
+    assert report["n_shown"] > 0 and report["html_bytes"] > 0 and 0 < report["build_share"]
     assert len(results["sections"]["sweep"]["rows"]) == 1
     real = results["sections"]["real"]["results"]  # stardist's nuclei, installed by make
     assert "unsupseg packaged default model" in real and "Otsu" in real
