@@ -80,7 +80,7 @@ def stardist_parts(work: Path, quick: bool) -> list[Part]:
         ("stardist2d", "img2d.tif", "mask2d.tif"),
         ("stardist3d", "img3d.tif", "mask3d.tif"),
     ):
-        img, gt = tifffile.imread(data / f"{image}.tif"), tifffile.imread(data / f"{mask}.tif") > 0
+        img, gt = tifffile.imread(data / image), tifffile.imread(data / mask) > 0
         img, gt = (img[None], gt[None]) if img.ndim == 2 else (img, gt)
         base = work / name
         (base / "images").mkdir(parents=True, exist_ok=True)
