@@ -133,26 +133,13 @@ def run_folder(
         work.bind(output, lock.owner)
         progress.start(len(items), segmenter, engine)
         manifest = _manifest(args if args is not None else _options_args(options), segmenter, len(items))
-        try:
-            write_text_atomic(files.manifest, _json(manifest))
-            report = Report(n_images=len(items), spool=files.spool(), tables=work.tables)
-        except OSError as e:
-            raise RunStopped(str(output_error(e, "write the run files", output)), len(items), 0) from None
-        except OutputError as e:
-            raise RunStopped(str(e), len(items), 0) from None
+        report = _start(files, manifest, len(items), work)
         with report:
             elapsed, stop = _segment(engine, items, work, report, progress)
             summary_written, unwritten = _write_report(report, files, options, stop)
             summary, table = report.summary(with_cases=False), report.table()
         unwritten += _finish_manifest(files, manifest, report, elapsed)
-        page = None
-        if (
-            options.html and stop is None and not unwritten
-        ):  # the page segreport --html makes, from those files
-            try:
-                page = build_report(files.summary, [files.manifest], files.html)
-            except (OSError, OutputError) as e:
-                unwritten.append(f"{files.html.name} not written: {why(e, files.folder)}")
+        page = _html_page(files, unwritten) if options.html and stop is None and not unwritten else None
         lock.clean = stop is None and not unwritten  # else the next run removes what this one left
     if stop is not None and not isinstance(stop, OutputError):
         raise stop  # Ctrl-C or a bug: the summary of what was done is written, the error goes on
@@ -166,6 +153,26 @@ def run_folder(
             tuple(unwritten),
         )
     return RunResult(files, summary, table, elapsed, segmenter, page)
+
+
+def _start(files: RunFiles, manifest: dict, n_items: int, work: ItemWork) -> Report:
+    """Write the manifest and open the report's spool; RunStopped when the output refuses."""
+    try:
+        write_text_atomic(files.manifest, _json(manifest))
+        return Report(n_images=n_items, spool=files.spool(), tables=work.tables)
+    except OSError as e:
+        raise RunStopped(str(output_error(e, "write the run files", files.folder)), n_items, 0) from None
+    except OutputError as e:
+        raise RunStopped(str(e), n_items, 0) from None
+
+
+def _html_page(files: RunFiles, unwritten: list[str]) -> PageResult | None:
+    """report.html of a finished run, the page segreport --html makes from the same files."""
+    try:
+        return build_report(files.summary, [files.manifest], files.html)
+    except (OSError, OutputError) as e:
+        unwritten.append(f"{files.html.name} not written: {why(e, files.folder)}")
+        return None
 
 
 def _segment(
