@@ -31,6 +31,7 @@ class Settings:
     sweep: list[Path]  # checkpoints of other widths (--sweep)
     work: Path  # scratch folder (temporary)
     repeats: int = 5  # timing repeats
+    real: Path | None = None  # folder of real sets (--real); None: ../shared/realdata when it exists
 
 
 @dataclass

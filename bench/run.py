@@ -8,10 +8,12 @@ Sections (``--sections``): model (torch eager vs onnxruntime, GFLOP/s against th
 peak), e2e (seginfer on a folder vs the model alone), processes (worker processes vs one
 process vs the CPU ceiling, the scaling model, memory and start-up), classical (Otsu, blur + Otsu,
 Chan-Vese, morphological Chan-Vese vs unsupseg on held-out images), sweep (accuracy and
-speed over widths, from ``--sweep`` checkpoints), real (training on a real unlabeled folder),
+speed over widths, from ``--sweep`` checkpoints), real (real sets: classical methods, the packaged
+model and label-free adaptation),
 objects (instance labels on real nuclei, --labels cost),
 memory (peak RSS of seginfer), training (images/s, ``make train`` wall time), stream
-(``segtrain --data DIR`` memory), quant (int8 vs fp32), gpu.
+(``segtrain --data DIR`` memory), quant (int8 vs fp32), report (report.html of a large run:
+size and build time), gpu.
 
 Every section uses the same weights: ``--checkpoint`` is exported to a temporary .onnx
 with ``segexport``'s own code, so torch and onnxruntime run identical parameters.
@@ -58,6 +60,7 @@ from bench.sections import (
     processes,
     quant,
     real,
+    report,
     stream,
     sweep,
     training,
@@ -77,6 +80,7 @@ SECTIONS = {
     "training": training,
     "stream": stream,
     "quant": quant,
+    "report": report,
     "gpu": gpu,
 }
 
@@ -118,12 +122,19 @@ Example:
     "--repeats", type=click.IntRange(min=1), default=None, help="Timing repeats (default 5, quick 2)."
 )
 @click.option(
+    "--real",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Folder of real sets (<set>/images + <set>/masks) for the real section.  "
+    "[default: ../shared/realdata when it exists]",
+)
+@click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
     help="Write OUT/benchmarks.md and OUT/results.json instead of docs/benchmarks.md and bench/results.json.",
 )
-def main(checkpoint, quick, sections, sweep, threads, repeats, out):
+def main(checkpoint, quick, sections, sweep, threads, repeats, real, out):
     """Benchmark unsupseg on this machine; write docs/benchmarks.md and bench/results.json."""
     from unsupseg.core.atomic import write_text_atomic
     from unsupseg.train.checkpoint import sha256_file
@@ -152,6 +163,7 @@ def main(checkpoint, quick, sections, sweep, threads, repeats, out):
             sweep=sweep_paths,
             work=Path(tmp),
             repeats=repeats or (2 if quick else 5),
+            real=real,
         )
         shared, mach, done = run_sections(st, wanted)
 

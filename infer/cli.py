@@ -144,6 +144,18 @@ def _device(ctx, param, value):
 @click.option(
     "--save-prob", is_flag=True, help="Also write the foreground probability as float32 NAME_prob.tif."
 )
+@click.option(
+    "--overlays",
+    is_flag=True,
+    help="Also write NAME_overlay.png: the input in gray with the mask outlined in orange and, with "
+    "--masks, the ground truth in sky blue.",
+)
+@click.option(
+    "--html",
+    is_flag=True,
+    help="Also write report.html (opens offline): the run, the summary, an IoU histogram, failures and "
+    "thumbnails of the worst, a random sample and the failed inputs (previews in report_files/).",
+)
 @object_options
 @click.option(
     "--max-megapixels",
@@ -186,6 +198,8 @@ def main(
     fill_holes,
     fmt,
     save_prob,
+    overlays,
+    html,
     labels,
     split,
     min_distance,
@@ -209,7 +223,7 @@ def main(
     each image is normalised as the model card says, padded to the model's size multiple
     (cropped back after) or run in overlapping tiles when large. Writes one 0/255 mask
     per input at the same relative path under --output, summary.json (always) and a run
-    manifest seginfer.json.
+    manifest seginfer.json; with --html a report.html to look at the results in a browser.
 
     Objects: --labels writes label images and objects.csv, --rois ImageJ ROIs; instance
     label images in --masks add instance metrics (F1, AP, PQ) to summary.json.
@@ -261,11 +275,16 @@ def main(
         recursive=recursive,
         shard=shard,
         fmt=fmt,
-        outputs=tuple(name for name, on in (("prob", save_prob), ("labels", labels), ("rois", rois)) if on),
+        outputs=tuple(
+            name
+            for name, on in (("prob", save_prob), ("labels", labels), ("rois", rois), ("overlay", overlays))
+            if on
+        ),
         masks=masks,
         overwrite=overwrite,
         skip_existing=skip_existing,
         max_megapixels=max_megapixels,
+        html=html,
     )
     progress = Progress(quiet, device)
     ctx = click.get_current_context()
@@ -287,6 +306,8 @@ def main(
         progress.close()
     if not quiet:
         click.echo(result.table)
+        if result.page is not None:
+            click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
     if result.n_failed:
         click.echo(f"seginfer: {result.n_failed} input(s) failed; see {result.files.summary}", err=True)
         sys.exit(1)

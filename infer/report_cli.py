@@ -1,9 +1,10 @@
-"""``segreport``: merge the per-shard summaries of ``seginfer --shard I/N`` into one report.
+"""``segreport``: merge the per-shard summaries of ``seginfer --shard I/N`` into one report,
+and write the HTML report of a merged or finished run (``--html``).
 
-A thin layer over ``unsupseg.infer.merge``. Exit codes follow ``seginfer``:
-0 all inputs written, 1 the merged report has failed inputs, 2 usage error
-(no shard files, shards missing or stopped, mixed runs, summary.json already there,
-another run of summary.json into the folder is on), 3 the report could not be
+A thin layer over ``unsupseg.infer.merge`` and ``unsupseg.infer.report_html``. Exit codes
+follow ``seginfer``: 0 all inputs written, 1 the report has failed inputs, 2 usage error
+(no shard files, shards missing or stopped, mixed runs, summary.json or report.html already
+there, another run of summary.json into the folder is on), 3 the report could not be
 written (the folder is full, read-only, removed, permission denied).
 """
 
@@ -19,13 +20,21 @@ from unsupseg import __version__
 
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="Example: segreport masks/   (after seginfer --shard 1/4 ... 4/4 --output masks/)",
+    epilog="Example: segreport --html masks/   (after seginfer --shard 1/4 ... 4/4 --output masks/)",
 )
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--overwrite", is_flag=True, help="Replace an existing summary.json / report.csv.")
+@click.option(
+    "--html",
+    is_flag=True,
+    help="Also write FOLDER/report.html (previews in FOLDER/report_files/). In a folder without shard "
+    "files, the page of the finished run in it (its summary.json) is all that is written.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing summary.json / report.csv / report.html."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No table; errors only.")
 @click.version_option(__version__, prog_name="segreport")
-def main(folder, overwrite, quiet):
+def main(folder, html, overwrite, quiet):
     """Merge FOLDER/summary-shard-I-of-N.json (all N shards) into FOLDER/summary.json.
 
     The result is what one seginfer run over all inputs writes: the same rows in the
@@ -33,30 +42,39 @@ def main(folder, overwrite, quiet):
     shards ran with --masks, objects.csv when they ran with --labels. The shard files
     are left in place.
 
+    With --html, report.html shows the merged run (or, in a folder with no shard files, the
+    finished run): it reads summary.json, the manifests seginfer*.json and the inputs, masks
+    and ground truth the rows name (for the previews of the shown inputs only).
+
     Exit codes: 0 merged and no input failed, 1 merged and some inputs failed (listed
     in summary.json), 2 usage error, 3 the report could not be written (full, read-only
     or removed folder, permission denied; nothing partial is left).
     """
     from unsupseg.core.errors import OutputError
-    from unsupseg.infer.runfiles import RunFiles
+    from unsupseg.infer.runfiles import SHARD_SUMMARY_GLOB, RunFiles
     from unsupseg.infer.runlock import RunLock, RunLockedError
 
     files = RunFiles(folder)  # summary.json, report.csv: the run files of an unsharded seginfer
     try:
         with RunLock(files):
-            _merge(files, overwrite, quiet)
+            if html and not any(folder.glob(SHARD_SUMMARY_GLOB)):
+                n_failed = _page_only(files, overwrite, quiet)
+            else:
+                n_failed = _merge(files, overwrite, quiet, html)
     except RunLockedError as e:
         raise click.UsageError(str(e)) from None
     except (OutputError, OSError) as e:
         from unsupseg.infer.faults import why
 
-        click.echo(
-            f"segreport: stopped: cannot write the merged report into {folder}: {why(e, folder)}", err=True
-        )
+        click.echo(f"segreport: stopped: cannot write the report into {folder}: {why(e, folder)}", err=True)
         sys.exit(3)
+    if n_failed:
+        click.echo(f"segreport: {n_failed} input(s) failed; see {files.summary}", err=True)
+        sys.exit(1)
 
 
-def _merge(files, overwrite: bool, quiet: bool) -> None:
+def _merge(files, overwrite: bool, quiet: bool, html: bool) -> int:
+    """Merge the shards (and write the page); the number of failed inputs."""
     from unsupseg.infer.merge import MergeError, merge_shards
 
     summary, csv = files.summary, files.report
@@ -67,16 +85,44 @@ def _merge(files, overwrite: bool, quiet: bool) -> None:
     with merged.report as report:
         tables = {name: files.table(name) for name in merged.tables}
         targets = [summary] + ([csv] if merged.with_csv else []) + list(tables.values())
-        existing = [p for p in targets if p.exists()]
+        existing = [p for p in targets + ([files.html] if html else []) if p.exists()]
         if existing and not overwrite:
             raise click.UsageError(f"{existing[0]} already exists; pass --overwrite to replace it")
         report.write(summary, csv if merged.with_csv else None, tables)
         if not quiet:
             click.echo(f"segreport: merged {merged.n_shards} shards into {summary}", err=True)
             click.echo(report.table())
-        if report.failed:
-            click.echo(f"segreport: {report.n_failed} input(s) failed; see {summary}", err=True)
-            sys.exit(1)
+        n_failed = report.n_failed
+    if html:
+        manifests = [files.shard_files(i, merged.n_shards).manifest for i in range(1, merged.n_shards + 1)]
+        _write_page(files, manifests, quiet)
+    return n_failed
+
+
+def _page_only(files, overwrite: bool, quiet: bool) -> int:
+    """--html in a folder without shard files: the page of the run whose summary.json is there."""
+    if not files.summary.is_file():
+        raise click.UsageError(
+            f"{files.folder}: no summary.json and no summary-shard-I-of-N.json; run seginfer "
+            f"--output {files.folder} first (or every shard of it)"
+        )
+    if files.html.exists() and not overwrite:
+        raise click.UsageError(f"{files.html} already exists; pass --overwrite to replace it")
+    return _write_page(files, [files.manifest], quiet).n_failed
+
+
+def _write_page(files, manifests: list[Path], quiet: bool):
+    from unsupseg.infer.report_html import build_report
+
+    try:
+        page = build_report(files.summary, manifests, files.html)
+    except ValueError as e:
+        raise click.UsageError(f"{files.summary}: cannot make the report ({e}); re-run seginfer") from None
+    if not quiet:
+        click.echo(
+            f"segreport: wrote {page.path} ({page.n_shown} inputs shown, {page.seconds:.1f} s)", err=True
+        )
+    return page
 
 
 if __name__ == "__main__":

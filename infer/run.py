@@ -3,6 +3,7 @@
     inputs --gather, plan--> items --overwrite / resume rule--> run lock, stale files removed
            --> engine (read, segment, write) --> report and table rows (spooled to disk)
            --> summary.json, report.csv, objects.csv, manifest seginfer.json
+           --> report.html (with ``html``, from those files)
 
 Python users get the same files, overwrite and resume rules as the command:
 
@@ -36,6 +37,7 @@ from unsupseg.infer.engine import Engine, describe_engine
 from unsupseg.infer.faults import RunStopped, output_error, why
 from unsupseg.infer.inputs import InputError, Inputs, Plan, gather_inputs, plan_items
 from unsupseg.infer.report import Report, describe_error
+from unsupseg.infer.report_html import PageResult, build_report
 from unsupseg.infer.runfiles import RunFiles
 from unsupseg.infer.runlock import RunLock
 from unsupseg.infer.work import ItemResult, ItemWork
@@ -64,6 +66,7 @@ class RunOptions:
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # keep inputs whose outputs exist, process the rest (resume)
     max_megapixels: float | None = PILLOW_MAX_PIXELS / 1e6  # larger pages are refused; None: no limit
+    html: bool = False  # write report.html (and report_files/) at the end (report_html.py)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class RunResult:
     table: str  # the short text table seginfer prints
     seconds: float  # wall time of the segmentation itself
     segmenter: Segmenter  # what ran (model card, provider, device)
+    page: PageResult | None = None  # report.html with RunOptions.html
 
     @property
     def n_failed(self) -> int:
@@ -154,18 +158,13 @@ def _run(
         progress.start(len(items), segmenter, engine)
         recorded = args if args is not None else _options_args(options)
         manifest = _manifest(recorded, segmenter, engine, len(items))
-        try:
-            write_text_atomic(files.manifest, _json(manifest))
-            report = Report(n_images=len(items), spool=files.spool(), tables=work.tables)
-        except OSError as e:
-            raise RunStopped(str(output_error(e, "write the run files", output)), len(items), 0) from None
-        except OutputError as e:
-            raise RunStopped(str(e), len(items), 0) from None
+        report = _start(files, manifest, len(items), work)
         with report:
             elapsed, stop = _segment(engine, items, work, report, progress)
             summary_written, unwritten = _write_report(report, files, options, stop)
             summary, table = report.summary(with_cases=False), report.table()
         unwritten += _finish_manifest(files, manifest, report, elapsed, engine)
+        page = _html_page(files, unwritten) if options.html and stop is None and not unwritten else None
         lock.clean = stop is None and not unwritten  # else the next run removes what this one left
     if stop is not None and not isinstance(stop, OutputError):
         raise stop  # Ctrl-C or a bug: the summary of what was done is written, the error goes on
@@ -178,7 +177,27 @@ def _run(
             str(files.summary) if summary_written else None,
             tuple(unwritten),
         )
-    return RunResult(files, summary, table, elapsed, segmenter)
+    return RunResult(files, summary, table, elapsed, segmenter, page)
+
+
+def _start(files: RunFiles, manifest: dict, n_items: int, work: ItemWork) -> Report:
+    """Write the manifest and open the report's spool; RunStopped when the output refuses."""
+    try:
+        write_text_atomic(files.manifest, _json(manifest))
+        return Report(n_images=n_items, spool=files.spool(), tables=work.tables)
+    except OSError as e:
+        raise RunStopped(str(output_error(e, "write the run files", files.folder)), n_items, 0) from None
+    except OutputError as e:
+        raise RunStopped(str(e), n_items, 0) from None
+
+
+def _html_page(files: RunFiles, unwritten: list[str]) -> PageResult | None:
+    """report.html of a finished run, the page segreport --html makes from the same files."""
+    try:
+        return build_report(files.summary, [files.manifest], files.html)
+    except (OSError, OutputError) as e:
+        unwritten.append(f"{files.html.name} not written: {why(e, files.folder)}")
+        return None
 
 
 def _segment(
@@ -326,4 +345,5 @@ def _manifest(args: dict, segmenter: Segmenter, engine: Engine, n_images: int) -
         "python": platform.python_version(),
         "platform": platform.platform(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cwd": os.getcwd(),  # relative input paths in summary.json start here (segreport --html)
     }

@@ -3,6 +3,7 @@
     summary.json   always             report.csv   with --masks        seginfer.json   the manifest
     objects.csv    with --labels (a per-run table: ``table("objects")``)
     .seginfer.lock while a run of these files is on (runlock.py), removed when it ends
+    report.html    with --html, and its previews in report_files/ (the page's name + "_files")
 
 A shard ``--shard I/N`` adds ``-shard-I-of-N`` to each name, so shards writing into
 one folder never clobber each other (nor wait for each other's lock); ``segreport``
@@ -54,6 +55,15 @@ class RunFiles:
     def lock(self) -> Path:
         """The run lock of these files (hidden; it holds the live run's record)."""
         return Path(self.folder) / f".seginfer{self.suffix}.lock"
+
+    @property
+    def html(self) -> Path:
+        return Path(self.folder) / f"report{self.suffix}.html"
+
+    @property
+    def html_files(self) -> Path:
+        """The folder of the page's previews, named after it as browsers save pages."""
+        return Path(self.folder) / f"report{self.suffix}_files"
 
     def spool(self) -> Path:
         """A fresh hidden temporary file beside the summary for the run's spooled rows."""

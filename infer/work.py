@@ -127,6 +127,9 @@ class ItemWork:
         if self.stopped is not None:
             return ItemResult(item.src, error=self.stopped, fatal=True)
         seg.labeling = self.labeling
+        if self.masks is not None and seg.truth is None:
+            found = self.masks.find(item.rel)  # writers may draw it (--overlays)
+            seg.truth = None if found is None else str(found)
         try:
             rows = self._rows(item, seg)
             with writing_for(self.owner, self.output):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.realsets import DEFAULT_REAL
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,6 +44,7 @@ def test_quick_bench_writes_every_section(tmp_path):
         "training",
         "stream",
         "quant",
+        "report",
         "gpu",
     )
     assert set(results["sections"]) == set(sections)
@@ -60,10 +63,18 @@ def test_quick_bench_writes_every_section(tmp_path):
     stream = results["sections"]["stream"]
     assert len(stream["runs"]) == 3 and stream["rss_ratio_files"] > 0
     assert "keep" in results["sections"]["quant"]
+    report = results["sections"]["report"]
+    assert report["n_shown"] > 0 and report["html_bytes"] > 0 and 0 < report["build_share"]
     assert len(results["sections"]["sweep"]["rows"]) == 1
-    real = results["sections"]["real"]["results"]  # stardist's nuclei, installed by make
-    assert "unsupseg packaged default model" in real and "Otsu" in real
-    assert all(0 <= r["iou"] <= 1 for r in real.values())
+    real = results["sections"]["real"]["rows"]  # stardist's nuclei (installed by make), ../shared/realdata
+    parts = {(r["set"], r["split"]) for r in real}
+    assert {("stardist2d", "check"), ("stardist3d", "check")} <= parts
+    if DEFAULT_REAL.is_dir():
+        assert {("nuclei", "tune"), ("nuclei", "report"), ("em", "report"), ("horse", "report")} <= parts
+    for r in real:
+        assert {"Otsu", "unsupseg packaged model", "unsupseg adapted (segtrain --data)"} <= set(r["scores"])
+        assert all(0 <= v["iou"] <= 1 and 0 <= v["iou_any_polarity"] <= 1 for v in r["scores"].values())
+        assert r["adaptation"]["chosen_step"] > 0  # a trained snapshot, chosen without masks
 
 
 def test_bench_refuses_a_missing_checkpoint(tmp_path):

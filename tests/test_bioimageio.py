@@ -384,3 +384,15 @@ def test_help_shows_the_bioimageio_example():
     r = _export(["--help"])
     assert r.exit_code == 0 and "--bioimageio" in r.output
     assert "segexport runs/default/model.pt model.bioimageio.zip --bioimageio" in r.output
+
+
+def test_adapted_model_with_a_log_curve_is_refused(tmp_path, tiny_checkpoint):
+    """bioimage.io's pre-processing has no log curve: the export says so and writes nothing."""
+    from unsupseg.train.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint("unet", 8))
+    ckpt["card"]["normalization"]["log_k"] = 10.0
+    save_checkpoint(ckpt, tmp_path / "adapted.pt")
+    r = _export([tmp_path / "adapted.pt", tmp_path / "out.zip", "--bioimageio"])
+    assert r.exit_code == 2 and "cannot express" in r.output and "segexport MODEL.pt MODEL.onnx" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapted.pt"]

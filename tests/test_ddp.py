@@ -104,6 +104,7 @@ def test_segtrain_under_torchrun_writes_one_run_folder_and_resumes(tmp_path):
         "metrics.csv",
         "metrics.json",
         "model.pt",
+        "report.html",  # written by rank 0 alone, like the rest
     ]
     assert r.stderr.count("training unet") == 1  # only rank 0 speaks
     assert np.isfinite(metrics["final"]["train_loss"])

@@ -43,3 +43,24 @@ def test_shipped_model_segments_generated_images(size, sigma, polarity, bits):
         scores.append(iou_any_polarity(mask, mi))
     print(f"{size} {sigma} {polarity}: mean IoU {100 * np.mean(scores):.2f}")
     assert np.mean(scores) >= 0.95
+
+
+def test_packaged_checkpoint_is_the_packaged_onnx():
+    """segtrain --data DIR starts from train/models/default.pt: the weights seginfer ships."""
+    from unsupseg.train.adapt import PACKAGED
+    from unsupseg.train.checkpoint import load_checkpoint, sha256_file
+
+    card = Segmenter(device="cpu", threads=1).card
+    assert card.checkpoint_sha256 == sha256_file(PACKAGED)
+    assert card.polarity == "auto" == load_checkpoint(PACKAGED)["card"]["polarity"]
+
+
+@pytest.mark.parametrize("polarity", ["bright", "dark"])
+def test_shipped_model_writes_the_objects_of_either_polarity(polarity):
+    """As written (the card's foreground rule), not only polarity-free."""
+    from unsupseg.core.metrics import iou
+
+    x, m = generate(16, 96, 136, sigma=(0.2, 0.5), polarity=polarity, seed=778, max_objects=3)
+    seg = Segmenter(device="cpu", threads=1)
+    scores = [iou(seg.predict(xi)[0], mi) for xi, mi in zip(x, m, strict=True)]
+    assert np.mean(scores) >= 0.9, np.mean(scores)

@@ -8,6 +8,7 @@ import torch
 from click.testing import CliRunner
 
 from unsupseg.core.modelcard import INPUT_NAME, OUTPUT_NAME, ModelCard
+from unsupseg.core.polarity import apply_polarity
 from unsupseg.export.cli import main as segexport
 from unsupseg.export.export import ATOL, RTOL, export_onnx, verification_inputs
 from unsupseg.train.checkpoint import load_model
@@ -76,7 +77,7 @@ def test_file_is_self_contained_with_metadata(exported):
     meta = {p.key: p.value for p in proto.metadata_props}
     card = ModelCard.from_metadata(meta)
     assert card.checkpoint_sha256 == sha256_file(ckpt)
-    assert card.size_multiple == 8 and card.threshold == 0.5 and card.polarity == "bright"
+    assert card.size_multiple == 8 and card.threshold == 0.5 and card.polarity == "auto"
     assert card.normalization.method == "percentile"
     assert card.package_version
     assert json.loads(meta["unsupseg.input_name"]) == INPUT_NAME
@@ -122,10 +123,7 @@ def test_seginfer_masks_match_torch_masks(exported, tmp_path):
         xn = norm(im.astype(np.float32))
         with torch.no_grad():
             u = model(torch.from_numpy(xn)[None, None])[0, 0].numpy()
-        region = u >= card.threshold
-        # the 'bright' rule: the region with the higher mean intensity is foreground
-        if region.any() and (~region).any() and xn[region].mean() < xn[~region].mean():
-            region = ~region
+        region = apply_polarity(xn, u, card.threshold, card.polarity)[0]  # the card's rule (auto)
         got = iio.imread(tmp_path / "out" / f"{i}.png") > 0
         agree += int(np.count_nonzero(got == region))
         total += region.size

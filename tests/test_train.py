@@ -58,12 +58,15 @@ def test_segtrain_end_to_end_writes_the_run_folder(tmp_path, small_npz):
     )
     assert r.exit_code == 0, r.output
     assert "final train IoU:" in r.output and "final test IoU:" in r.output
-    for name in ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json"):
+    for name in ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json", "report.html"):
         assert (out / name).is_file(), name
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count("<svg") == 8 and page.count("data:image/png;base64,") == 2 * 10 * 5
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert len(plots) == 10 and "results_test.png" in plots and "iou_train.png" in plots
     summary = json.loads((out / "metrics.json").read_text())
     assert 0 <= summary["final"]["train_iou"] <= 100 and 0 <= summary["final"]["test_iou"] <= 100
+    assert f'data-key="test_iou">{summary["final"]["test_iou"]:.4f}<' in page
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 5  # header + 4 epochs
     header = rows[0].split(",")

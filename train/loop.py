@@ -4,7 +4,7 @@
 top to bottom. Per epoch it records the mean and standard deviation over mini-batches of
 the loss, its fidelity and TV terms and the polarity-free IoU on the training and the
 test split, as the seed notebook does, and writes best.pt and last.pt; at the end
-model.pt, metrics and plots (the files: ``unsupseg.train.runfolder``).
+model.pt, metrics, plots and report.html (the files: ``unsupseg.train.runfolder``).
 """
 
 from __future__ import annotations
@@ -312,5 +312,8 @@ def _finish(run: Run, net, past: Progress, interrupted: bool, elapsed: float) ->
         from unsupseg.train.plots import save_plots
 
         save_plots(out / "plots", history, net, data, run.device, has_masks=data.has_masks)
+    from unsupseg.train.report_html import write_train_report
+
+    write_train_report(out, history, summary, net, data, run.device)  # curves as SVG: no matplotlib
     run.log(f"wrote {out / 'model.pt'} ({elapsed:.0f} s)")
     return TrainResult(out, summary["final"], model=net)

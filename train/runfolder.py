@@ -6,6 +6,7 @@
     metrics.csv   one row per epoch
     metrics.json  {"final": {"train_iou", "test_iou", ...}, "best": ..., "config": ...}
     plots/*.png   eight learning curves and two result grids
+    report.html   the run, final metrics, curves and grids on one self-contained page
 
 Checkpoints are written by ``unsupseg.train.checkpoint``; this module checks the folder
 before a run and writes the metrics files, each to a temporary name then renamed.
@@ -27,7 +28,7 @@ from unsupseg.core.errors import OutputExistsError
 from unsupseg.train.config import TrainConfig
 from unsupseg.train.prepare import PreparedData
 
-RUN_FILES = ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json")  # plus plots/
+RUN_FILES = ("model.pt", "best.pt", "last.pt", "metrics.csv", "metrics.json", "report.html")  # plus plots/
 
 
 def check_run_dir(out: Path, overwrite: bool, resume: bool, remove: bool = True) -> None:

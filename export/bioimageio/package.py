@@ -123,6 +123,13 @@ def _read_source(
     from unsupseg.train.checkpoint import load_model
 
     model, card, ckpt = load_model(ckpt_path)  # typed errors for files that are not ours
+    if card.normalization.log_k > 0:
+        raise ExportError(
+            f"{ckpt_path}: its normalisation ends in the curve log(1 + {card.normalization.log_k:g} x), "
+            "which the bioimage.io description's pre-processing cannot express (a model adapted with "
+            "`segtrain --data DIR`); export it as ONNX (`segexport MODEL.pt MODEL.onnx`) for seginfer, "
+            "or package a model trained with `--preset default`"
+        )
     return _Source(
         train=dict(ckpt.get("train_config") or {}),
         epochs=ckpt.get("epoch"),

@@ -8,12 +8,14 @@ base.py and prob.py) and register it with one line in ``WRITERS`` below.
 from unsupseg.infer.writers.base import OutputWriter, Segmentation
 from unsupseg.infer.writers.labels import LabelsWriter
 from unsupseg.infer.writers.mask import MaskWriter
+from unsupseg.infer.writers.overlay import OverlayWriter
 from unsupseg.infer.writers.prob import ProbWriter
 from unsupseg.infer.writers.rois import RoisWriter
 
 # output name -> writer class (the mask writer is always there and is not listed)
 WRITERS: dict[str, type[OutputWriter]] = {
     ProbWriter.name: ProbWriter,
+    OverlayWriter.name: OverlayWriter,
     LabelsWriter.name: LabelsWriter,
     RoisWriter.name: RoisWriter,
 }
@@ -23,6 +25,7 @@ __all__ = [
     "LabelsWriter",
     "MaskWriter",
     "OutputWriter",
+    "OverlayWriter",
     "ProbWriter",
     "RoisWriter",
     "Segmentation",

@@ -36,6 +36,7 @@ class Segmentation:
     image: np.ndarray | None  # (P, H, W) pages as read (when a writer needs them)
     labeling: Labeling = field(default_factory=Labeling)  # how ``labels`` are made (ItemWork sets it)
     known_labels: np.ndarray | None = None  # the labels, once made (or read back from disk)
+    truth: str | None = None  # the input's ground-truth mask file (--masks), when it has one
 
     @property
     def pages(self) -> int:
