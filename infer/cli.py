@@ -181,41 +181,7 @@ def _device(ctx, param, value):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, no table; errors only.")
 @click.option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
 @click.version_option(__version__, prog_name="seginfer")
-def main(
-    input_path,
-    output,
-    model,
-    masks,
-    recursive,
-    device,
-    threads,
-    batch_size,
-    tile_size,
-    tile_overlap,
-    threshold,
-    foreground,
-    min_size,
-    fill_holes,
-    fmt,
-    save_prob,
-    overlays,
-    html,
-    labels,
-    split,
-    min_distance,
-    labels_3d,
-    rois,
-    max_megapixels,
-    overwrite,
-    skip_existing,
-    shard,
-    engine,
-    workers,
-    ray_address,
-    ray_actors,
-    quiet,
-    verbose,
-):
+def main(**params):
     """Segment images into foreground and background with an unsupseg ONNX model.
 
     Reads PNG, JPEG, BMP and TIFF (8/16-bit, float32, multi-page). Colour is converted
@@ -234,6 +200,7 @@ def main(
     folder removed, permission denied): the message says how many masks were written
     (none is partial) and gives the command that resumes with --skip-existing.
     """
+    verbose, quiet = params["verbose"], params["quiet"]
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
         format="seginfer: %(message)s",
@@ -241,55 +208,73 @@ def main(
     )
     if not verbose:  # tifffile's notes on odd files; a file it cannot read is named by our own message
         logging.getLogger("tifffile").setLevel(logging.ERROR)
-    if tile_overlap * 2 >= tile_size:
-        raise click.BadParameter(
-            f"must be less than half of --tile-size ({tile_size})", param_hint="--tile-overlap"
-        )
-    labeling = labeling_options(labels, rois, masks, split, min_distance, labels_3d)
-    from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
+    options = _run_options(params)
+    engine = make_engine(params["engine"], params["workers"], params["ray_address"], params["ray_actors"])
+    _quiet_pillow_bomb_warning()
+    result = _run(params["input_path"], params["output"], options, engine, quiet, params["device"])
+    if not quiet:
+        click.echo(result.table)
+        if result.page is not None:
+            click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
+    if result.n_failed:
+        click.echo(f"seginfer: {result.n_failed} input(s) failed; see {result.files.summary}", err=True)
+        sys.exit(1)
+
+
+def _run_options(p: dict):
+    """The run's options from the command line's (usage errors for combinations that do not fit)."""
     from unsupseg.infer.api import SegmenterConfig
+    from unsupseg.infer.run import RunOptions
+
+    if p["tile_overlap"] * 2 >= p["tile_size"]:
+        raise click.BadParameter(
+            f"must be less than half of --tile-size ({p['tile_size']})", param_hint="--tile-overlap"
+        )
+    labeling = labeling_options(
+        p["labels"], p["rois"], p["masks"], p["split"], p["min_distance"], p["labels_3d"]
+    )
+    segmenter = SegmenterConfig(
+        model=p["model"],
+        device=p["device"],
+        threads=p["threads"],
+        tile_size=p["tile_size"],
+        tile_overlap=p["tile_overlap"],
+        batch_size=p["batch_size"],
+        threshold=p["threshold"],
+        foreground=p["foreground"],
+        min_size=p["min_size"],
+        fill_holes=p["fill_holes"],
+        **labeling,
+    )
+    outputs = ("prob", "save_prob"), ("labels", "labels"), ("rois", "rois"), ("overlay", "overlays")
+    return RunOptions(
+        segmenter=segmenter,
+        recursive=p["recursive"],
+        shard=p["shard"],
+        fmt=p["fmt"],
+        outputs=tuple(name for name, option in outputs if p[option]),
+        masks=p["masks"],
+        overwrite=p["overwrite"],
+        skip_existing=p["skip_existing"],
+        max_megapixels=p["max_megapixels"],
+        html=p["html"],
+    )
+
+
+def _run(input_path: Path, output: Path, options, engine, quiet: bool, device: str):
+    """run_folder with a progress bar; its errors become seginfer's messages and exit codes."""
+    from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
     from unsupseg.infer.console import Progress, resume_command, stop_message
     from unsupseg.infer.engine import EngineError
     from unsupseg.infer.faults import RunStopped
     from unsupseg.infer.inputs import InputError
-    from unsupseg.infer.run import RunOptions, run_folder
+    from unsupseg.infer.run import run_folder
     from unsupseg.infer.runlock import RunLockedError
 
-    _quiet_pillow_bomb_warning()
-
-    engine_ = make_engine(engine, workers, ray_address, ray_actors)
-    options = RunOptions(
-        segmenter=SegmenterConfig(
-            model=model,
-            device=device,
-            threads=threads,
-            tile_size=tile_size,
-            tile_overlap=tile_overlap,
-            batch_size=batch_size,
-            threshold=threshold,
-            foreground=foreground,
-            min_size=min_size,
-            fill_holes=fill_holes,
-            **labeling,
-        ),
-        recursive=recursive,
-        shard=shard,
-        fmt=fmt,
-        outputs=tuple(
-            name
-            for name, on in (("prob", save_prob), ("labels", labels), ("rois", rois), ("overlay", overlays))
-            if on
-        ),
-        masks=masks,
-        overwrite=overwrite,
-        skip_existing=skip_existing,
-        max_megapixels=max_megapixels,
-        html=html,
-    )
     progress = Progress(quiet, device)
     ctx = click.get_current_context()
     try:
-        result = run_folder(input_path, output, options, engine_, progress, args=ctx.params)
+        return run_folder(input_path, output, options, engine, progress, args=ctx.params)
     except RunStopped as e:
         progress.close()
         click.echo(stop_message(e, resume_command(ctx)), err=True)
@@ -304,13 +289,6 @@ def main(
         raise click.ClickException(str(e)) from None
     finally:
         progress.close()
-    if not quiet:
-        click.echo(result.table)
-        if result.page is not None:
-            click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
-    if result.n_failed:
-        click.echo(f"seginfer: {result.n_failed} input(s) failed; see {result.files.summary}", err=True)
-        sys.exit(1)
 
 
 def _quiet_pillow_bomb_warning() -> None:
