@@ -103,8 +103,9 @@ def test_segtrain_data_dir_adapts_and_writes_a_run_folder(tmp_path, tiny_checkpo
     summary = json.loads((out / "metrics.json").read_text())
     cands = summary["adaptation"]["candidates"]
     assert [c["step"] for c in cands] == [0, 40, 80, 120, 160]
-    trained = [c for c in cands if c["step"] > 0]
-    chosen = min(trained, key=lambda c: c["criterion"])  # the label-free choice, never step 0
+    assert all(0 <= c["agreement"] <= 1 for c in cands) and cands[0]["agreement"] == 1
+    kept = [c for c in cands if c["step"] > 0 and c["agreement"] >= AdaptConfig.min_agreement]
+    chosen = min(kept, key=lambda c: c["criterion"]) if kept else cands[0]  # the label-free choice
     assert summary["final"]["epoch"] == chosen["step"] == ckpt["epoch"]
     assert [c["chosen"] for c in cands] == [int(c is chosen) for c in cands]
     assert all(0 <= c["iou_as_written"] <= 100 for c in cands)  # --masks scores every candidate
@@ -112,7 +113,51 @@ def test_segtrain_data_dir_adapts_and_writes_a_run_folder(tmp_path, tiny_checkpo
     assert (out / "metrics.csv").read_text().count("\n") == len(cands) + 1
     assert (out / "plots" / "criterion.png").is_file() and (out / "plots" / "results.png").is_file()
     start = load_checkpoint(tiny_checkpoint("unet", 4))["state_dict"]
-    assert any(not torch.equal(start[k], v) for k, v in ckpt["state_dict"].items())  # it trained
+    changed = any(not torch.equal(start[k], v) for k, v in ckpt["state_dict"].items())
+    assert changed == (chosen["step"] > 0)  # a trained snapshot, or the start model's weights
+
+
+class _Switch:
+    """Stands in for the network: load_state_dict selects which prepared masks come out."""
+
+    def __init__(self):
+        self.state = "start"
+
+    def load_state_dict(self, state):
+        self.state = state
+
+
+def _choose(monkeypatch, masks_by_state, criteria):
+    from unsupseg.train import adapt_run
+    from unsupseg.train.adapt import Candidate, FolderImages
+
+    model = _Switch()
+    monkeypatch.setattr(adapt_run, "_masks_of", lambda m, *a: masks_by_state[m.state])
+    images = FolderImages(raw=[], masks=[None, None], train=[0], held=[1])
+    start = Candidate(0, 1.0, "start")
+    cands = [Candidate(40 * (k + 1), c, f"s{k}") for k, c in enumerate(criteria)]
+    best = adapt_run.choose(
+        model, start, masks_by_state["start"], cands, images, AdaptConfig(data="."), "cpu", print
+    )
+    return best, cands
+
+
+def test_the_collapse_guard_refuses_a_snapshot_that_loses_an_image(monkeypatch):
+    """The lowest criterion loses when its mask of one image no longer agrees with the start's."""
+    rng = np.random.default_rng(0)
+    objects = [rng.random((32, 32)) > 0.7 for _ in range(2)]
+    refined = [m.copy() for m in objects]
+    refined[0][:4] = ~refined[0][:4]  # a small change: still agrees
+    collapsed = [objects[0], np.zeros((32, 32), bool) | (np.arange(32)[:, None] < 16)]  # image 2 lost
+    best, cands = _choose(monkeypatch, {"start": objects, "s0": collapsed, "s1": refined}, [0.1, 0.2])
+    assert best is cands[1] and cands[0].agreement < AdaptConfig.min_agreement <= cands[1].agreement
+
+
+def test_when_every_snapshot_collapses_the_start_model_is_kept(monkeypatch):
+    objects = [np.eye(32, dtype=bool) | np.eye(32, k=1, dtype=bool)]
+    half = [np.arange(32)[:, None] < np.full((32, 32), 16)]
+    best, cands = _choose(monkeypatch, {"start": objects, "s0": half, "s1": half}, [0.1, 0.2])
+    assert best.step == 0 and all(c.agreement < AdaptConfig.min_agreement for c in cands)
 
 
 @pytest.mark.slow

@@ -11,6 +11,12 @@
    reference normalisation (linear, percentiles 1 and 99) with the candidate's output.
    The trained snapshot with the lowest criterion is kept (the start model itself is not
    a candidate: including it lost on the folders these settings were chosen on).
+4. A guard against collapse: adaptation is meant to refine the start model's segmentation,
+   not to replace it. A snapshot whose mask of some image agrees with the start model's
+   (same normalisation, either polarity) at IoU below ``min_agreement`` has stopped
+   segmenting that image's objects (on dim images the log curve lifts background noise
+   and the local fit can prefer splitting the background) and is not chosen. When every
+   snapshot is refused, the start model under the new normalisation is kept.
 
 Every setting was chosen on part of the real sets and reported on the rest
 (docs/model-selection.md). ``--masks`` only scores the candidates (their IoU beside the
@@ -62,6 +68,7 @@ class AdaptConfig:
     max_images: int = 64  # images (pages) read, spread over the folder
     criterion_max_side: int = 512  # held-aside images are cut to this side for the criterion
     time_budget_s: float = 540.0  # training stops here; the snapshots so far remain candidates
+    min_agreement: float = 0.3  # collapse guard: least IoU of a snapshot's mask with the start's
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = all cores
@@ -79,6 +86,7 @@ class Candidate:
     criterion: float  # mean held-aside energy (lower is better)
     state: dict = field(repr=False)  # the weights
     scores: dict = field(default_factory=dict)  # with --masks: IoU figures (reported, never used)
+    agreement: float = 1.0  # least IoU (either polarity) of its masks with the start model's
 
 
 @dataclass

@@ -64,14 +64,10 @@ def run_adaptation(
     t0 = time.perf_counter()
     model = model.to(device)
     start = Candidate(0, criterion(model, images, cfg, device), copy.deepcopy(model.state_dict()))
+    start_masks = _masks_of(model, images, cfg, device)
     candidates = adapt(model, images, cfg, device, log)
+    best = choose(model, start, start_masks, candidates, images, cfg, device, log)
     seconds = time.perf_counter() - t0
-    best = min(candidates, key=lambda c: c.criterion)  # the trained snapshots only (train/adapt.py)
-    has_masks = any(m is not None for m in images.masks)
-    if has_masks:
-        for cand in [start, *candidates]:
-            model.load_state_dict(cand.state)
-            cand.scores = _scores(model, images, cfg, device)
     model.load_state_dict(best.state)
     card.normalization = cfg.input_norm()
     card.polarity = "auto"
@@ -87,6 +83,28 @@ def run_adaptation(
         f"chose step {best.step} (criterion {best.criterion:.5f}); wrote {out / 'model.pt'} ({seconds:.0f} s)"
     )
     return summary
+
+
+def choose(model, start: Candidate, start_masks, candidates, images: FolderImages, cfg, device, log):
+    """The trained snapshot with the lowest criterion among those the collapse guard keeps
+    (train/adapt.py, step 4), else the start model; scores every candidate when masks exist."""
+    has_masks = any(m is not None for m in images.masks)
+    if has_masks:
+        start.scores = _scores(start_masks, images)
+    for cand in candidates:
+        model.load_state_dict(cand.state)
+        masks = _masks_of(model, images, cfg, device)
+        cand.agreement = min(iou_any_polarity(m, s) for m, s in zip(masks, start_masks, strict=True))
+        if has_masks:
+            cand.scores = _scores(masks, images)
+    kept = [c for c in candidates if c.agreement >= cfg.min_agreement]
+    for c in candidates:
+        if c not in kept:
+            log(f"step {c.step} refused: a mask agrees with the start model's at IoU {c.agreement:.2f} only")
+    if not kept:
+        log("every snapshot collapsed on some image: keeping the start model with the new normalisation")
+        return start
+    return min(kept, key=lambda c: c.criterion)
 
 
 def _checkpoint(model, card, start_ckpt: dict, cfg: AdaptConfig, best: Candidate) -> dict:
@@ -107,7 +125,13 @@ def _config(cfg: AdaptConfig) -> dict:
 
 
 def _row(c: Candidate, chosen: bool) -> dict:
-    return {"step": c.step, "criterion": c.criterion, "chosen": int(chosen), **c.scores}
+    return {
+        "step": c.step,
+        "criterion": c.criterion,
+        "agreement": c.agreement,
+        "chosen": int(chosen),
+        **c.scores,
+    }
 
 
 def _summary(cfg, start: Candidate, candidates, best: Candidate, seconds, start_path, device) -> dict:
@@ -122,7 +146,8 @@ def _summary(cfg, start: Candidate, candidates, best: Candidate, seconds, start_
             "start": str(start_path),
             "chosen_step": best.step,
             "candidates": [_row(c, c is best) for c in [start, *candidates]],
-            "start_is_candidate": False,
+            "start_is_candidate": False,  # ... except as the fall-back when every snapshot is refused
+            "min_agreement": cfg.min_agreement,
         },
         "interrupted": False,
         "wall_time_s": seconds,
@@ -152,9 +177,8 @@ def _masks_of(model, images: FolderImages, cfg: AdaptConfig, device) -> list[np.
     return out
 
 
-def _scores(model, images: FolderImages, cfg: AdaptConfig, device) -> dict:
+def _scores(masks: list[np.ndarray], images: FolderImages) -> dict:
     """IoU % (polarity-free as the model card records it, and as written) on the images with masks."""
-    masks = _masks_of(model, images, cfg, device)
     scored = [(i, m, images.masks[i]) for i, m in enumerate(masks) if images.masks[i] is not None]
     held = set(images.held)
 
