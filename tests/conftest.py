@@ -109,3 +109,48 @@ def tiny_checkpoint(tmp_path_factory):
         return cache[arch, width]
 
     return make
+
+
+class FailingOutput:
+    """An output folder that makes writes fail: on a 32 KiB tmpfs as root (a real "No space left
+    on device"), else under a read-only sub-folder ``b`` ("Permission denied"). ``clear()``
+    removes the fault so that a ``--skip-existing`` run can finish the work."""
+
+    def __init__(self, tmp_path):
+        import os
+        import subprocess
+
+        self.root = os.geteuid() == 0
+        if self.root:
+            self.fs = tmp_path / "fs"
+            self.fs.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(self.fs)], check=True)
+            self.out = self.fs / "out"
+            self.error = "No space left on device"
+        else:
+            self.out = tmp_path / "out"
+            (self.out / "b").mkdir(parents=True)
+            (self.out / "b").chmod(0o555)
+            self.error = "Permission denied"
+
+    def clear(self) -> None:
+        import subprocess
+
+        if self.root:
+            subprocess.run(["mount", "-o", "remount,size=8m", str(self.fs)], check=True)
+        else:
+            (self.out / "b").chmod(0o755)
+
+    def close(self) -> None:
+        import subprocess
+
+        if self.root:
+            subprocess.run(["umount", "-l", str(self.fs)], check=False)
+
+
+@pytest.fixture
+def failing_output(tmp_path):
+    """A FailingOutput, unmounted at the end of the test."""
+    fault = FailingOutput(tmp_path)
+    yield fault
+    fault.close()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
 
 import crash_writer
 import numpy as np
@@ -225,37 +223,22 @@ def test_a_worker_that_cannot_read_its_work_stops_the_run(tmp_path, many, infer_
         )
 
 
-def test_an_output_fault_in_the_workers_stops_the_run(folder, local_run, infer_model_path, tmp_path):
+def test_an_output_fault_in_the_workers_stops_the_run(folder, local_run, infer_model_path, failing_output):
     """A fault of the output inside the workers (a full tmpfs as root; a read-only sub-folder
     otherwise) stops the run as it stops a local one: exit 3, no partial mask, resumable."""
     root, _ = folder
-    if os.geteuid() == 0:
-        fs = tmp_path / "fs"
-        fs.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(fs)], check=True)
-        out = fs / "out"
-    else:
-        out = tmp_path / "out"
-        (out / "b").mkdir(parents=True)
-        (out / "b").chmod(0o555)
-    try:
-        r = _run([*_args(root, out), "--workers", "2"], infer_model_path)
-        assert r.exit_code == 3, r.output
-        assert "seginfer: stopped:" in r.stderr and "--skip-existing" in r.stderr
-        assert ("No space left on device" if os.geteuid() == 0 else "Permission denied") in r.stderr
-        written = _mask_files(out)
-        assert all(data == _mask_files(local_run)[name] for name, data in written.items())
-        if os.geteuid() == 0:
-            subprocess.run(["mount", "-o", "remount,size=8m", str(fs)], check=True)
-        else:
-            (out / "b").chmod(0o755)
-        r = _run([*_args(root, out, "--skip-existing"), "--workers", "2"], infer_model_path)
-        assert r.exit_code == 1, r.output  # the unreadable input still fails, alone
-        _same_run_files(out, local_run, ())
-        assert not [p for p in out.rglob(".*")]  # no temporary file, spool or lock left
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["umount", "-l", str(fs)], check=False)
+    out = failing_output.out
+    r = _run([*_args(root, out), "--workers", "2"], infer_model_path)
+    assert r.exit_code == 3, r.output
+    assert "seginfer: stopped:" in r.stderr and "--skip-existing" in r.stderr
+    assert failing_output.error in r.stderr
+    written = _mask_files(out)
+    assert all(data == _mask_files(local_run)[name] for name, data in written.items())
+    failing_output.clear()
+    r = _run([*_args(root, out, "--skip-existing"), "--workers", "2"], infer_model_path)
+    assert r.exit_code == 1, r.output  # the unreadable input still fails, alone
+    _same_run_files(out, local_run, ())
+    assert not [p for p in out.rglob(".*")]  # no temporary file, spool or lock left
 
 
 # -- the engine seginfer picks ----------------------------------------------------------------------

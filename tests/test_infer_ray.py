@@ -141,37 +141,21 @@ def test_ray_labels_equal_local(local_ray, folder, infer_model_path, tmp_path):
         assert got == want, name
 
 
-def test_ray_stops_on_an_output_fault_like_local(local_ray, folder, local_run, infer_model_path, tmp_path):
+def test_ray_stops_on_an_output_fault_like_local(
+    local_ray, folder, local_run, infer_model_path, failing_output
+):
     """A fault of the output inside the actors (a full tmpfs as root; a read-only sub-folder
     otherwise) stops the Ray run as it stops a local one: exit 3, no partial mask, resumable."""
-    import os
-    import subprocess
-
     root, _ = folder
-    if os.geteuid() == 0:
-        fs = tmp_path / "fs"
-        fs.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(fs)], check=True)
-        out = fs / "out"
-    else:
-        out = tmp_path / "out"
-        (out / "b").mkdir(parents=True)
-        (out / "b").chmod(0o555)
-    try:
-        r = _ray_run(root, out, infer_model_path)
-        assert r.exit_code == 3, r.output
-        assert "seginfer: stopped:" in r.stderr and "--skip-existing" in r.stderr
-        assert ("No space left on device" if os.geteuid() == 0 else "Permission denied") in r.stderr
-        written = _mask_files(out)
-        assert written and all(data == _mask_files(local_run)[name] for name, data in written.items())
-        if os.geteuid() == 0:
-            subprocess.run(["mount", "-o", "remount,size=8m", str(fs)], check=True)
-        else:
-            (out / "b").chmod(0o755)
-        r = _ray_run(root, out, infer_model_path, "--skip-existing")
-        assert r.exit_code == 1, r.output  # the unreadable input still fails, alone
-        assert _mask_files(out) == _mask_files(local_run)
-        assert not [p for p in out.rglob(".*")]  # no temporary file, spool or lock left
-    finally:
-        if os.geteuid() == 0:
-            subprocess.run(["umount", "-l", str(fs)], check=False)
+    out = failing_output.out
+    r = _ray_run(root, out, infer_model_path)
+    assert r.exit_code == 3, r.output
+    assert "seginfer: stopped:" in r.stderr and "--skip-existing" in r.stderr
+    assert failing_output.error in r.stderr
+    written = _mask_files(out)
+    assert written and all(data == _mask_files(local_run)[name] for name, data in written.items())
+    failing_output.clear()
+    r = _ray_run(root, out, infer_model_path, "--skip-existing")
+    assert r.exit_code == 1, r.output  # the unreadable input still fails, alone
+    assert _mask_files(out) == _mask_files(local_run)
+    assert not [p for p in out.rglob(".*")]  # no temporary file, spool or lock left
