@@ -10,7 +10,7 @@ import numpy as np
 from bench.common import Section, Shared, fmt, generated_batch, ort_session
 from bench.evaluate import unsupseg_on_heldout
 from bench.prose import Prose
-from bench.timing import median, paired_ratio, time_side_by_side
+from bench.timing import cpuinfo, median, paired_ratio, time_side_by_side
 
 TEXT = Prose(__file__)
 TITLE = "Quantisation: int8 (static QDQ) vs fp32"
@@ -21,7 +21,8 @@ def run(shared: Shared) -> Section:
     from unsupseg.train.data import builtin_splits, save_npz
 
     st = shared.settings
-    sec = Section("quant", TITLE, TEXT("intro", threads=st.threads))
+    vnni = "avx512_vnni" in cpuinfo()["flags"]
+    sec = Section("quant", TITLE, TEXT("intro", threads=st.threads, vnni="has" if vnni else "does not have"))
     npz = st.work / "calibration.npz"
     save_npz(npz, builtin_splits(0))
     q_path = st.work / "model-int8.onnx"
