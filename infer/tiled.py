@@ -89,7 +89,7 @@ def run_tiled_page(
     mode = "reflect" if min(h, w) > 1 else "edge"
     row_map = np.pad(np.arange(h), (0, grid.height - h), mode=mode)
     col_map = np.pad(np.arange(w), (0, grid.width - w), mode=mode)
-    sums = RegionSums()
+    sums = RegionSums.for_rule(rule)
     starts = list(grid)
     chunks = [starts[k : k + batch] for k in range(0, len(starts), batch)]
     # rows in flight at most: from the first row of a batch to the end of its last tile

@@ -435,3 +435,18 @@ def test_tiled_shape_rules_equal_whole_image(infer_model_path, infer_disk_image,
     mask, prob = seg.predict(image)
     np.testing.assert_array_equal(mask, want_mask)
     np.testing.assert_array_equal(prob, want_prob)
+
+
+def test_region_sums_for_a_shares_rule_skip_the_intensities_and_say_so():
+    from unsupseg.core.polarity import RegionSums
+
+    rng = np.random.default_rng(1)
+    norm, region = rng.random((20, 30), dtype=np.float32), rng.random((20, 30)) < 0.3
+    full, lean = RegionSums(), RegionSums.for_rule("auto")
+    full.add(norm, region)
+    lean.add(norm, region)
+    assert all(full.flip(rule) == lean.flip(rule) for rule in ("auto", "border", "minority", "model"))
+    assert lean.sum_in == lean.total == 0.0 and full.total > 0
+    assert RegionSums.for_rule("bright").intensity
+    with pytest.raises(ValueError, match="for_rule"):
+        lean.flip("bright")
