@@ -98,9 +98,13 @@ def test_segtrain_data_dir_adapts_and_writes_a_run_folder(tmp_path, tiny_checkpo
     assert "adapting" in r.output and "held aside" in r.output
     ckpt = load_checkpoint(out / "model.pt")
     card = ckpt["card"]
-    assert card["polarity"] == "auto" and card["normalization"]["log_k"] == AdaptConfig.norm_log
+    assert card["normalization"]["log_k"] == AdaptConfig.norm_log
     assert ckpt["train_config"]["preset"] == "adapt"
     summary = json.loads((out / "metrics.json").read_text())
+    orient = summary["adaptation"]["orientation"]
+    assert card["polarity"] == ("model" if orient["fixed"] else "auto")
+    assert orient["fixed"] == (orient["consistency"] >= AdaptConfig.orientation_consistency)
+    assert 0 <= summary["final"]["iou_as_written"] <= 100
     cands = summary["adaptation"]["candidates"]
     assert [c["step"] for c in cands] == [0, 40, 80, 120, 160]
     assert all(0 <= c["agreement"] <= 1 for c in cands) and cands[0]["agreement"] == 1
@@ -173,7 +177,7 @@ def test_adapted_model_exports_and_seginfer_applies_its_normalisation(tmp_path, 
     run_adaptation(cfg, log=lambda m: None, plots=False)
     export_onnx(tmp_path / "run" / "model.pt", tmp_path / "m.onnx", log=lambda m: None)
     seg = Segmenter(tmp_path / "m.onnx", device="cpu")
-    assert seg.card.normalization.log_k == cfg.norm_log and seg.foreground == "auto"
+    assert seg.card.normalization.log_k == cfg.norm_log and seg.foreground in ("auto", "model")
     raw = iio.imread(images / "im0.png").astype(np.float32)
     model, card, _ = load_model(tmp_path / "run" / "model.pt")
     x = card.normalization(raw)
@@ -195,3 +199,32 @@ def test_preset_choice(tmp_path):
     )
     assert missing.exit_code == 2 and "not a readable unsupseg checkpoint" in missing.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("arch", "context"), [("unet", False), ("unet", True), ("seed", False)])
+def test_invert_output_makes_the_network_give_one_minus_p(arch, context):
+    from unsupseg.train.model import ModelConfig, build_model
+    from unsupseg.train.orient import invert_output
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, width=4, context=context)).eval()
+    x = torch.rand(2, 1, 48, 40)
+    with torch.no_grad():
+        before = model(x)
+        invert_output(model)
+        after = model(x)
+    torch.testing.assert_close(after, 1 - before, atol=1e-5, rtol=0)
+
+
+def test_orientation_is_fixed_only_when_the_folder_agrees():
+    from unsupseg.train.orient import orientation
+
+    rng = np.random.default_rng(0)
+    written = [rng.random((16, 16)) < 0.3 for _ in range(8)]
+    same, flipped = [w.copy() for w in written], [~w for w in written]
+    o = orientation(flipped, written, 0.75)  # region 0 is the object on every image
+    assert o.fixed and o.inverted and o.agree == 0.0 and o.consistency == 1.0
+    o = orientation(same[:6] + flipped[6:], written, 0.75)  # 6 of 8 agree
+    assert o.fixed and not o.inverted and o.consistency == 0.75
+    o = orientation(same[:5] + flipped[5:], written, 0.75)  # 5 of 8: mixed polarity, rule auto
+    assert not o.fixed and not o.inverted

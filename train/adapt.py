@@ -17,6 +17,9 @@
    segmenting that image's objects (on dim images the log curve lifts background noise
    and the local fit can prefer splitting the background) and is not chosen. When every
    snapshot is refused, the start model under the new normalisation is kept.
+5. The chosen model's foreground orientation is inherited from the start model's written
+   masks when at least ``orientation_consistency`` of the images agree (train/orient.py);
+   otherwise the card keeps the per-image rule ``auto``.
 
 Every setting was chosen on part of the real sets and reported on the rest
 (docs/model-selection.md). ``--masks`` only scores the candidates (their IoU beside the
@@ -69,6 +72,7 @@ class AdaptConfig:
     criterion_max_side: int = 512  # held-aside images are cut to this side for the criterion
     time_budget_s: float = 540.0  # training stops here; the snapshots so far remain candidates
     min_agreement: float = 0.3  # collapse guard: least IoU of a snapshot's mask with the start's
+    orientation_consistency: float = 0.75  # fix the foreground orientation when this share agrees
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = all cores

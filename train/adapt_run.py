@@ -32,6 +32,7 @@ from unsupseg.train.adapt import (
 )
 from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
 from unsupseg.train.device import resolve_device, seed_everything
+from unsupseg.train.orient import Orientation, invert_output, orientation
 from unsupseg.train.runfolder import check_run_dir, write_metrics
 
 
@@ -65,24 +66,46 @@ def run_adaptation(
     model = model.to(device)
     start = Candidate(0, criterion(model, images, cfg, device), copy.deepcopy(model.state_dict()))
     start_masks = _masks_of(model, images, cfg, device)
+    written = _masks_of(model, images, cfg, device, card.normalization, card.polarity)  # as the start writes
     candidates = adapt(model, images, cfg, device, log)
     best = choose(model, start, start_masks, candidates, images, cfg, device, log)
-    seconds = time.perf_counter() - t0
     model.load_state_dict(best.state)
+    orient = _orient(model, images, cfg, device, written, log)
+    seconds = time.perf_counter() - t0
     card.normalization = cfg.input_norm()
-    card.polarity = "auto"
+    card.polarity = "model" if orient.fixed else "auto"
     card.package_version = __version__
     card.train_iou, card.test_iou = best.scores.get("train_iou"), best.scores.get("test_iou")
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(_checkpoint(model, card, ckpt, cfg, best), out / "model.pt")
     summary = _summary(cfg, start, candidates, best, seconds, start_path, str(device))
+    summary["adaptation"]["orientation"] = orient.to_dict()
+    if best.scores:
+        final = _masks_of(model, images, cfg, device, rule=card.polarity)  # as seginfer will write
+        summary["final"]["iou_as_written"] = _scores(final, images)["iou_as_written"]
     write_metrics(out, [_row(c, c is best) for c in [start, *candidates]], summary)
     if plots:
-        _plots(out / "plots", [start, *candidates], best, model, images, cfg, device)
+        _plots(out / "plots", [start, *candidates], best, model, images, cfg, device, card.polarity)
     log(
         f"chose step {best.step} (criterion {best.criterion:.5f}); wrote {out / 'model.pt'} ({seconds:.0f} s)"
     )
     return summary
+
+
+def _orient(model, images: FolderImages, cfg: AdaptConfig, device, written, log) -> Orientation:
+    """Fix the folder's foreground orientation from the start model's written masks when the
+    images agree (train/orient.py); inverts the model's output when region 0 is the object."""
+    regions = _masks_of(model, images, cfg, device, rule="model")
+    orient = orientation(regions, written, cfg.orientation_consistency)
+    if orient.inverted:
+        invert_output(model)
+    how = "region 0, output inverted" if orient.inverted else "region 1"
+    log(
+        f"foreground: {how}, fixed for the folder ({100 * orient.consistency:.0f}% of the images agree)"
+        if orient.fixed
+        else f"foreground: the per-image rule auto (only {100 * orient.consistency:.0f}% of the images agree)"
+    )
+    return orient
 
 
 def choose(model, start: Candidate, start_masks, candidates, images: FolderImages, cfg, device, log):
@@ -162,10 +185,13 @@ def _summary(cfg, start: Candidate, candidates, best: Candidate, seconds, start_
 
 
 @torch.no_grad()
-def _masks_of(model, images: FolderImages, cfg: AdaptConfig, device) -> list[np.ndarray]:
-    """The model's masks (auto rule, threshold 0.5) of every image, in the input normalisation."""
+def _masks_of(
+    model, images: FolderImages, cfg: AdaptConfig, device, norm=None, rule: str = "auto"
+) -> list[np.ndarray]:
+    """The model's masks (threshold 0.5, the foreground ``rule``) of every image, in ``norm``
+    (default: the adaptation's input normalisation)."""
     model.eval()
-    norm, out = cfg.input_norm(), []
+    norm, out = norm or cfg.input_norm(), []
     for raw in images.raw:
         x = norm(raw)
         h, w = x.shape
@@ -173,7 +199,7 @@ def _masks_of(model, images: FolderImages, cfg: AdaptConfig, device) -> list[np.
             torch.from_numpy(np.pad(x, ((0, -h % 8), (0, -w % 8)), mode="reflect"))[None, None].to(device)
         )
         prob = prob[0, 0, :h, :w].cpu().numpy()
-        out.append(apply_polarity(x, prob, 0.5, "auto")[0])
+        out.append(apply_polarity(x, prob, 0.5, rule)[0])
     return out
 
 
@@ -192,7 +218,7 @@ def _scores(masks: list[np.ndarray], images: FolderImages) -> dict:
     }
 
 
-def _plots(folder: Path, cands, best, model, images: FolderImages, cfg, device) -> None:
+def _plots(folder: Path, cands, best, model, images: FolderImages, cfg, device, rule: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -208,7 +234,7 @@ def _plots(folder: Path, cands, best, model, images: FolderImages, cfg, device) 
     fig.savefig(folder / "criterion.png", dpi=80)
     plt.close(fig)
     picks = images.held[:5] + images.train[: 5 - len(images.held[:5])]
-    masks = _masks_of(model, images, cfg, device)
+    masks = _masks_of(model, images, cfg, device, rule=rule)
     fig, axes = plt.subplots(len(picks), 3, figsize=(9, 3 * len(picks)), squeeze=False)
     for r, i in enumerate(picks):
         truth = images.masks[i]
