@@ -172,7 +172,8 @@ def main(
     Writes OUT/model.pt, OUT/metrics.csv, OUT/metrics.json and OUT/plots/*.png.
     Masks, where given, are used only to report IoU.
     """
-    from unsupseg.core.errors import UnsupsegError
+    # Long only by its parameter list (one per option, as click passes them); the work is in
+    # _adapt and _train.
 
     if save_data is not None:
         from unsupseg.train.data import builtin_splits, save_npz
@@ -201,35 +202,46 @@ def main(
         _adapt(data, masks, out, shaping, init_from, seed, device, threads, overwrite, resume, no_plots)
         return
 
+    _train(
+        preset,
+        data,
+        masks,
+        out,
+        shaping,
+        init_from,
+        seed,
+        device,
+        threads,
+        overwrite,
+        resume,
+        quiet,
+        no_plots,
+    )
+
+
+def _train(
+    preset, data, masks, out, shaping, init_from, seed, device, threads, overwrite, resume, quiet, no_plots
+):
+    """Training from scratch (or from --init-from) with the preset and the options given."""
+    from unsupseg.core.errors import UnsupsegError
     from unsupseg.train.config import make_config
     from unsupseg.train.loop import run_training
 
+    options = dict(shaping)
+    norm = options.pop("norm_percentiles")
     try:
         cfg = make_config(
             preset,
             data=None if data is None else str(data),
             masks=None if masks is None else str(masks),
             out=str(out),
-            epochs=epochs,
-            arch=arch,
-            width=width,
-            context=context,
-            alpha=alpha,
-            lr=lr,
-            batch_size=batch_size,
-            optimizer=optimizer,
-            augment=augment,
-            crop=crop,
-            samples_per_epoch=samples_per_epoch,
-            eval_images=eval_images,
-            workers=workers,
-            cache_mb=cache_mb,
             seed=seed,
             init_from=None if init_from is None else str(init_from),
-            norm_low=None if norm_percentiles is None else norm_percentiles[0],
-            norm_high=None if norm_percentiles is None else norm_percentiles[1],
+            norm_low=None if norm is None else norm[0],
+            norm_high=None if norm is None else norm[1],
             device=device,
             threads=threads,
+            **options,
         )
         result = run_training(
             cfg,
@@ -238,7 +250,7 @@ def main(
             log=lambda m: click.echo(m, err=True),
             progress=not quiet,
             plots=not no_plots,
-            resume_epochs=epochs,
+            resume_epochs=shaping["epochs"],
         )
     except (UnsupsegError, ValueError) as e:
         raise click.UsageError(str(e)) from e
