@@ -3,7 +3,8 @@ any worker, so that the one-time costs each worker would otherwise pay on start 
 inherited by every fork: the worker module and what it imports, and the ``dlopen`` of
 onnxruntime's CUDA libraries that the device check makes (about 0.1 s per process here, most of a
 worker's start-up on the CPU). Only libraries are loaded: no CUDA context is created, so forking
-afterwards is safe.
+afterwards is safe. Used when the device is ``auto`` or ``cuda``; with ``cpu`` nothing looks for
+CUDA and the fork server imports the worker module alone.
 """
 
 from unsupseg.infer import workers  # noqa: F401

@@ -120,7 +120,10 @@ class ProcessEngine:
         self.config = config
         self.ctx = mp.get_context(self.start_method)
         if self.start_method == "forkserver":
-            self.ctx.set_forkserver_preload(["__main__", "unsupseg.infer.forkserver_preload"])
+            # with --device cpu no process looks for CUDA: its libraries would only cost memory
+            cuda_check = config.device.kind != "cpu"
+            preload = "unsupseg.infer.forkserver_preload" if cuda_check else "unsupseg.infer.workers"
+            self.ctx.set_forkserver_preload(["__main__", preload])
         t0 = time.perf_counter()
         self.pool = [self._start(i) for i in range(n)]
         self.stats = {"start_s": round(time.perf_counter() - t0, 3), "worker_deaths": 0, "retried": 0}
