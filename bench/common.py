@@ -178,8 +178,10 @@ def peak_tree_rss(cmd: list[str], every: float = 0.02) -> dict:
     return {"tree_mb": peak_total / 1024, "main_mb": peak_main / 1024, "wall_s": time.perf_counter() - t0}
 
 
-def peak_rss_run(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    """(peak RSS MB, wall s, process) of ``cmd``.
+def peak_rss_run(
+    cmd: list[str], ok: tuple[int, ...] = (0,)
+) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(peak RSS MB, wall s, process) of ``cmd``; an exit code outside ``ok`` is a BenchError.
 
     Peak RSS: a fresh wrapper process runs ``cmd`` as its only child and reports
     ``getrusage(RUSAGE_CHILDREN).ru_maxrss``, so no other child of this process counts.
@@ -193,8 +195,8 @@ def peak_rss_run(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProc
     proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     res = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {"rc": -1}
-    if proc.returncode != 0 or res["rc"] != 0:
-        raise BenchError(f"failed: {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
+    if proc.returncode != 0 or res["rc"] not in ok:
+        raise BenchError(f"failed ({res['rc']}): {shlex.join(cmd)}\n{proc.stderr[-2000:]}")
     return res["maxrss_kb"] / 1024, wall, proc
 
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from bench.common import SEGINFER, BenchError, Section, Shared, fmt, log, write_pngs
+from bench.common import SEGINFER, BenchError, Section, Shared, fmt, log, peak_rss_run, write_pngs
 from bench.prose import Prose
 
 TEXT = Prose(__file__)
@@ -102,15 +102,5 @@ def _segreport_rss(out) -> tuple[float, float]:
     """(peak RSS MB, wall s) of ``segreport --html`` rebuilding the page in a fresh process."""
     code = "import sys; from unsupseg.infer.report_cli import main; sys.exit(main())"
     cmd = [sys.executable, "-c", code, str(out), "--html", "--overwrite", "-q"]
-    wrapper = (  # segreport exits 1 when the run has failures: count that as success here
-        "import json, resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-        "ru = resource.getrusage(resource.RUSAGE_CHILDREN); "
-        "print(json.dumps({'rc': r.returncode, 'kb': ru.ru_maxrss}))"
-    )
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    if res["rc"] not in (0, 1):
-        raise BenchError(f"segreport --html failed ({res['rc']}):\n{proc.stderr[-2000:]}")
-    return res["kb"] / 1024, wall
+    rss, wall, _ = peak_rss_run(cmd, ok=(0, 1))  # segreport exits 1 when the run has failures
+    return rss, wall
