@@ -111,20 +111,43 @@ def tiny_checkpoint(tmp_path_factory):
     return make
 
 
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size) -> a folder on a fresh tmpfs of that size (root only), unmounted at the end."""
+    import subprocess
+
+    mounts = []
+
+    def mount(size: str):
+        where = tmp_path / f"fs{len(mounts)}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+        mounts.append(where)
+        return where
+
+    yield mount
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remount(where, options: str) -> None:
+    """Change the mount options of a ``tmpfs`` folder (``size=8m``, ``ro``, ``rw``)."""
+    import subprocess
+
+    subprocess.run(["mount", "-o", f"remount,{options}", str(where)], check=True)
+
+
 class FailingOutput:
     """An output folder that makes writes fail: on a 32 KiB tmpfs as root (a real "No space left
     on device"), else under a read-only sub-folder ``b`` ("Permission denied"). ``clear()``
     removes the fault so that a ``--skip-existing`` run can finish the work."""
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, tmpfs):
         import os
-        import subprocess
 
         self.root = os.geteuid() == 0
         if self.root:
-            self.fs = tmp_path / "fs"
-            self.fs.mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(self.fs)], check=True)
+            self.fs = tmpfs("32k")
             self.out = self.fs / "out"
             self.error = "No space left on device"
         else:
@@ -134,23 +157,13 @@ class FailingOutput:
             self.error = "Permission denied"
 
     def clear(self) -> None:
-        import subprocess
-
         if self.root:
-            subprocess.run(["mount", "-o", "remount,size=8m", str(self.fs)], check=True)
+            remount(self.fs, "size=8m")
         else:
             (self.out / "b").chmod(0o755)
 
-    def close(self) -> None:
-        import subprocess
-
-        if self.root:
-            subprocess.run(["umount", "-l", str(self.fs)], check=False)
-
 
 @pytest.fixture
-def failing_output(tmp_path):
-    """A FailingOutput, unmounted at the end of the test."""
-    fault = FailingOutput(tmp_path)
-    yield fault
-    fault.close()
+def failing_output(tmp_path, tmpfs):
+    """A FailingOutput (its tmpfs, if any, is unmounted at the end of the test)."""
+    return FailingOutput(tmp_path, tmpfs)

@@ -26,6 +26,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+from conftest import remount
 from test_infer_cli import _make_folder, _mask_files, _run
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="signals, mounts and /proc are Linux's")
@@ -110,27 +111,6 @@ def folder(tmp_path_factory, infer_model_path):
     r = _run(["--input", root / "in", "--output", root / "reference"], infer_model_path)
     assert r.exit_code == 0, r.output
     return root / "in", _mask_files(root / "reference")
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-    """mount(size) -> a folder on a fresh tmpfs of that size (root only), unmounted at the end."""
-    mounts = []
-
-    def mount(size: str) -> Path:
-        where = tmp_path / f"fs{len(mounts)}"
-        where.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
-        mounts.append(where)
-        return where
-
-    yield mount
-    for where in mounts:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _remount(where: Path, options: str) -> None:
-    subprocess.run(["mount", "-o", f"remount,{options}", str(where)], check=True)
 
 
 # -- kill -9 ------------------------------------------------------------------------------
@@ -242,7 +222,7 @@ def test_full_file_system_stops_the_run(tmp_path, infer_model_path, folder, tmpf
         s = json.loads((out / "summary.json").read_text())
         assert s["n_written"] == n and "No space left" in s["stopped"]
     if ROOT:
-        _remount(fs, "size=8m")
+        remount(fs, "size=8m")
     r = _resume(p.stderr)
     assert r.exit_code == 0, r.output
     assert _mask_files(out) == reference and _hidden(out) == []
@@ -251,14 +231,14 @@ def test_full_file_system_stops_the_run(tmp_path, infer_model_path, folder, tmpf
 
 def _make_readonly(where: Path, out: Path) -> None:
     if ROOT:
-        _remount(where, "ro")
+        remount(where, "ro")
     else:
         out.chmod(0o555)
 
 
 def _make_writable(where: Path, out: Path) -> None:
     if ROOT:
-        _remount(where, "rw")
+        remount(where, "rw")
     else:
         out.chmod(0o755)
 

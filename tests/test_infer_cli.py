@@ -222,6 +222,28 @@ def test_empty_folder_is_a_usage_error(tmp_path, infer_model_path):
     assert r.exit_code == 2 and "no images" in r.output and "--recursive" in r.output
 
 
+# -- the folder the engine tests compare with the local engine --------------------------------------
+def _engine_folder(root: Path, image, n: int) -> tuple[Path, Path]:
+    """``n`` images with masks (two sizes, half in sub-folder b) under ROOT/in and ROOT/truth, and
+    one unreadable file: (root, the bad file)."""
+    _make_folder(root / "in", image, n=n // 2, masks=root / "truth")
+    _make_folder(root / "in" / "b", image, n=n // 2, shape=(40, 72), masks=root / "truth" / "b")
+    return root, _bad_file(root / "in" / "zz_bad", "truncated")
+
+
+def _engine_args(root: Path, out: Path, *extra) -> list:
+    """seginfer's arguments for the engine folder of ``root``, with ground truth, recursive."""
+    return ["--input", root / "in", "--output", out, "--masks", root / "truth", "-r", *extra]
+
+
+def _same_run_files(out: Path, ref: Path, names=("summary.json", "report.csv")) -> None:
+    """The masks are the same bytes, and the named run files the same text up to the output path."""
+    assert _mask_files(out) == _mask_files(ref)
+    for name in names:
+        got = (out / name).read_text().replace(str(out), "OUT")
+        assert got == (ref / name).read_text().replace(str(ref), "OUT"), name
+
+
 # -- reliability ------------------------------------------------------------------------------
 def _bad_file(path: Path, kind: str) -> Path:
     if kind == "empty":

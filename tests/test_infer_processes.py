@@ -11,7 +11,7 @@ import crash_writer
 import numpy as np
 import pytest
 import tifffile
-from test_infer_cli import _bad_file, _make_folder, _mask_files, _run
+from test_infer_cli import _engine_args, _engine_folder, _make_folder, _mask_files, _run, _same_run_files
 
 from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
 from unsupseg.infer.engine import EngineError, LocalEngine
@@ -24,31 +24,14 @@ N_IMAGES = 12
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, infer_disk_image):
     """12 images with masks (two sizes, one sub-folder) and one unreadable file."""
-    root = tmp_path_factory.mktemp("procs")
-    _make_folder(root / "in", infer_disk_image, n=N_IMAGES // 2, masks=root / "truth")
-    _make_folder(
-        root / "in" / "b", infer_disk_image, n=N_IMAGES // 2, shape=(40, 72), masks=root / "truth" / "b"
-    )
-    bad = _bad_file(root / "in" / "zz_bad", "truncated")
-    return root, bad
-
-
-def _args(root, out, *extra):
-    return ["--input", root / "in", "--output", out, "--masks", root / "truth", "-r", *extra]
-
-
-def _same_run_files(out, ref, names=("summary.json", "report.csv")) -> None:
-    assert _mask_files(out) == _mask_files(ref)
-    for name in names:
-        got = (out / name).read_text().replace(str(out), "OUT")
-        assert got == (ref / name).read_text().replace(str(ref), "OUT"), name
+    return _engine_folder(tmp_path_factory.mktemp("procs"), infer_disk_image, N_IMAGES)
 
 
 @pytest.fixture(scope="module")
 def local_run(folder, infer_model_path):
     root, _ = folder
     out = root / "local"
-    r = _run([*_args(root, out), "--engine", "local"], infer_model_path)
+    r = _run([*_engine_args(root, out), "--engine", "local"], infer_model_path)
     assert r.exit_code == 1, r.output
     return out
 
@@ -61,7 +44,7 @@ def _options(model, **kw) -> RunOptions:
 def test_processes_equal_local(folder, local_run, infer_model_path, tmp_path):
     root, bad = folder
     out = tmp_path / "procs"
-    r = _run([*_args(root, out), "--engine", "processes", "--workers", "2"], infer_model_path)
+    r = _run([*_engine_args(root, out), "--engine", "processes", "--workers", "2"], infer_model_path)
     assert r.exit_code == 1, r.output
     assert str(bad) in r.stderr  # the bad file failed alone, named, the rest were written
     assert len(_mask_files(out)) == N_IMAGES
@@ -79,8 +62,10 @@ def test_processes_labels_rois_prob_equal_local(folder, infer_model_path, tmp_pa
     root, _ = folder
     flags = ["--labels", "--split", "--rois", "--save-prob"]
     local, procs = tmp_path / "local", tmp_path / "procs"
-    assert _run([*_args(root, local, *flags), "--engine", "local"], infer_model_path).exit_code == 1
-    r = _run([*_args(root, procs, *flags), "--engine", "processes", "--workers", "2"], infer_model_path)
+    assert _run([*_engine_args(root, local, *flags), "--engine", "local"], infer_model_path).exit_code == 1
+    r = _run(
+        [*_engine_args(root, procs, *flags), "--engine", "processes", "--workers", "2"], infer_model_path
+    )
     assert r.exit_code == 1, r.output
     assert len(_mask_files(procs)) == 3 * N_IMAGES  # masks, label images, probabilities
     _same_run_files(procs, local, ("summary.json", "report.csv", "objects.csv"))
@@ -98,7 +83,7 @@ def test_processes_skip_existing_resumes_like_local(folder, local_run, infer_mod
             p.unlink()
         (out / "summary.json").unlink()
         r = _run(
-            [*_args(root, out, "--skip-existing"), "--engine", engine, "--workers", "2"][
+            [*_engine_args(root, out, "--skip-existing"), "--engine", engine, "--workers", "2"][
                 : -2 if engine == "local" else None
             ],
             infer_model_path,
@@ -228,14 +213,14 @@ def test_an_output_fault_in_the_workers_stops_the_run(folder, local_run, infer_m
     otherwise) stops the run as it stops a local one: exit 3, no partial mask, resumable."""
     root, _ = folder
     out = failing_output.out
-    r = _run([*_args(root, out), "--workers", "2"], infer_model_path)
+    r = _run([*_engine_args(root, out), "--workers", "2"], infer_model_path)
     assert r.exit_code == 3, r.output
     assert "seginfer: stopped:" in r.stderr and "--skip-existing" in r.stderr
     assert failing_output.error in r.stderr
     written = _mask_files(out)
     assert all(data == _mask_files(local_run)[name] for name, data in written.items())
     failing_output.clear()
-    r = _run([*_args(root, out, "--skip-existing"), "--workers", "2"], infer_model_path)
+    r = _run([*_engine_args(root, out, "--skip-existing"), "--workers", "2"], infer_model_path)
     assert r.exit_code == 1, r.output  # the unreadable input still fails, alone
     _same_run_files(out, local_run, ())
     assert not [p for p in out.rglob(".*")]  # no temporary file, spool or lock left

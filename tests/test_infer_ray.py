@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import ray
-from test_infer_cli import _bad_file, _make_folder, _mask_files, _run
+from test_infer_cli import _engine_args, _engine_folder, _make_folder, _mask_files, _run, _same_run_files
 
 N_IMAGES = 12
 
@@ -22,27 +22,20 @@ def local_ray():
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, infer_disk_image):
     """12 images with masks (two sizes) and one unreadable file."""
-    root = tmp_path_factory.mktemp("ray")
-    _make_folder(root / "in", infer_disk_image, n=N_IMAGES // 2, masks=root / "truth")
-    _make_folder(
-        root / "in" / "b", infer_disk_image, n=N_IMAGES // 2, shape=(40, 72), masks=root / "truth" / "b"
-    )
-    bad = _bad_file(root / "in" / "zz_bad", "truncated")
-    return root, bad
+    return _engine_folder(tmp_path_factory.mktemp("ray"), infer_disk_image, N_IMAGES)
 
 
 @pytest.fixture(scope="module")
 def local_run(folder, infer_model_path):
     root, _ = folder
     out = root / "local"
-    r = _run(["--input", root / "in", "--output", out, "--masks", root / "truth", "-r"], infer_model_path)
+    r = _run(_engine_args(root, out), infer_model_path)
     assert r.exit_code == 1, r.output
     return out
 
 
 def _ray_run(root, out, model, *extra):
-    args = ["--input", root / "in", "--output", out, "--masks", root / "truth", "-r"]
-    return _run([*args, "--engine", "ray", "--ray-actors", "2", *extra], model)
+    return _run(_engine_args(root, out, "--engine", "ray", "--ray-actors", "2", *extra), model)
 
 
 def test_ray_equals_local(local_ray, folder, local_run, infer_model_path, tmp_path):
@@ -52,11 +45,7 @@ def test_ray_equals_local(local_ray, folder, local_run, infer_model_path, tmp_pa
     assert r.exit_code == 1, r.output
     assert str(bad) in r.stderr
     assert len(_mask_files(out)) == N_IMAGES  # the bad file failed alone, the rest were written
-    assert _mask_files(out) == _mask_files(local_run)
-    for name in ("summary.json", "report.csv"):
-        got = (out / name).read_text().replace(str(out), "OUT")
-        want = (local_run / name).read_text().replace(str(local_run), "OUT")
-        assert got == want, name
+    _same_run_files(out, local_run)
 
 
 def test_ray_shards_merge_to_local_report(local_ray, folder, local_run, infer_model_path, tmp_path):
@@ -70,11 +59,7 @@ def test_ray_shards_merge_to_local_report(local_ray, folder, local_run, infer_mo
         assert _ray_run(root, out, infer_model_path, "--shard", f"{i}/2").exit_code in (0, 1)
     r = CliRunner().invoke(segreport, [str(out), "-q"])
     assert r.exit_code == 1, r.output
-    assert _mask_files(out) == _mask_files(local_run)
-    for name in ("summary.json", "report.csv"):
-        got = (out / name).read_text().replace(str(out), "OUT")
-        want = (local_run / name).read_text().replace(str(local_run), "OUT")
-        assert got == want, name
+    _same_run_files(out, local_run)
 
 
 def test_ray_skip_existing_resumes(local_ray, folder, local_run, infer_model_path, tmp_path):
