@@ -18,8 +18,9 @@ four), so the workers finish together.
 Workers start in ``open`` (they load the model while the run takes its lock) with the
 ``forkserver`` start method where the platform has it, else ``spawn``: never ``fork``,
 which would copy the main process's onnxruntime session and its threads' state. The
-fork server is a fresh interpreter that imports the worker module once; each worker is
-forked from it.
+fork server is a fresh interpreter that imports the worker module once (and loads
+onnxruntime's CUDA libraries when a device check will look for them: forkserver_preload.py);
+each worker is forked from it.
 
 A worker that dies (killed, out of memory, a crashing decoder) is reported on stderr and
 replaced; the items it held go back to the queue, each to be retried alone in a worker

@@ -28,6 +28,7 @@ from unsupseg.train.adapt import (
     FolderImages,
     adapt,
     criterion,
+    padded,
     read_folder,
 )
 from unsupseg.train.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
@@ -195,9 +196,7 @@ def _masks_of(
     for raw in images.raw:
         x = norm(raw)
         h, w = x.shape
-        prob = model(
-            torch.from_numpy(np.pad(x, ((0, -h % 8), (0, -w % 8)), mode="reflect"))[None, None].to(device)
-        )
+        prob = model(torch.from_numpy(padded(x))[None, None].to(device))
         prob = prob[0, 0, :h, :w].cpu().numpy()
         out.append(apply_polarity(x, prob, 0.5, rule)[0])
     return out
