@@ -13,14 +13,16 @@ DEMO   ?= runs/demo
 
 install: $(STAMP)
 
+# --no-cache-dir: the CUDA build of torch and its libraries take about 6 GB in the venv; pip's cache
+# would hold another copy of every downloaded wheel on a disk that may be nearly full
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip>=23.2"
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[train,dev,ray,bioimageio]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet --no-cache-dir $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[train,dev,ray,bioimageio]"
 	# annotated real nuclei for the benchmark and its test: only the wheel's data files are read,
 	# --no-deps keeps its TensorFlow stack out
-	$(BIN)/python -m pip install --quiet --no-deps stardist==0.9.2
+	$(BIN)/python -m pip install --quiet --no-cache-dir --no-deps stardist==0.9.2
 	touch $(STAMP)
 
 ## Train the default model on the built-in data -> $(RUN)/model.pt
