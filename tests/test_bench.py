@@ -57,6 +57,7 @@ def test_quick_bench_writes_every_section(tmp_path):
     assert 0 < results["sections"]["e2e"]["rows"][0]["fraction_kept"]
     procs = results["sections"]["processes"]
     assert procs["rows"][0]["wn"] > 0 and procs["rows"][0]["ceiling"] > 0
+    assert procs["rows"][0]["loaded_ceiling"] > 0 and 0 < procs["median"]["kept_loaded"]
     assert [s["cores"] for s in procs["scaling"]] == [1, 2, 4, 8, 16, 32, 64]
     assert set(procs["startup"]["methods"]) == {"forkserver", "spawn"}
     assert results["sections"]["memory"]["runs"]
