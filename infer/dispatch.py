@@ -35,6 +35,7 @@ class Dispatch:
         self.cpu0 = time.process_time()
         self.worker_cpu = 0.0  # CPU seconds of the workers that said done
         self.worker_sys = 0.0  # the part of it spent in the kernel (file system, pipes, page faults)
+        self.worker_start = 0.0  # the part of it spent before "ready" (loading the model)
         self.quiet = False  # after a stop, once on_result raised again: drop the rest
 
     @property
@@ -55,6 +56,7 @@ class Dispatch:
                 "main": round(time.process_time() - self.cpu0, 3),
                 "workers": round(self.worker_cpu, 3),
                 "workers_system": round(self.worker_sys, 3),
+                "workers_start": round(self.worker_start, 3),
             }
 
     # -- the loop ----------------------------------------------------------------------------
@@ -95,6 +97,7 @@ class Dispatch:
             w.done = True
             self.worker_cpu += msg[1]["cpu_s"]
             self.worker_sys += msg[1]["sys_s"]
+            self.worker_start += msg[1]["start_cpu_s"]
         elif kind == "failed":
             raise EngineError(f"worker process {w.index} failed: {msg[1]}")
         return True

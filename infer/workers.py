@@ -16,7 +16,8 @@ less CPU per image (no interpreter lock handed back and forth). Messages, on two
     worker -> main   ("ready", pid) | ("failed", why)     after the model is loaded, or not
                      ("results", [ItemResult, ...], want)  results; want: send the next chunk
                      ("batch", array)          served model: run this batch
-                     ("done", stats)           after its last result; then it exits
+                     ("done", stats)           after its last result (its CPU seconds: all,
+                                               in the kernel, before "ready"); then it exits
 
 A worker asks for the next chunk as it starts one, so one chunk waits while one is
 processed, and it always finishes a chunk without needing more input (the main process
@@ -108,6 +109,7 @@ class _Worker:
     def start(self) -> None:
         spec = self.spec
         seg = None if spec.served else spec.config.build(threads=spec.threads)  # loads the model
+        self.start_cpu = time.process_time()  # start-up: unpickling the spec, loading the model
         self.results.send(("ready", os.getpid()))
         threading.Thread(target=self._receive, name="seginfer-inbox", daemon=True).start()
         msg = self._next()
@@ -117,7 +119,8 @@ class _Worker:
                 seg = spec.config.build(threads=spec.threads, session=session)
             self._serve(seg, msg[1])
         times = os.times()
-        self.results.send(("done", {"cpu_s": time.process_time(), "sys_s": times.system}))
+        stats = {"cpu_s": time.process_time(), "sys_s": times.system, "start_cpu_s": self.start_cpu}
+        self.results.send(("done", stats))
 
     def _next(self) -> tuple:
         """The next message for this worker's main thread (a message that could not be read raises)."""

@@ -87,7 +87,9 @@ def _repeat(shared: Shared, paths, x, sessions: dict, base: Path, cores: int, r:
             cpu = res["engine"].get("cpu_s")
             if cpu:
                 row[f"{key}_main_ms"] = 1e3 * cpu["main"] / n
-                row[f"{key}_workers_ms"] = 1e3 * cpu["workers"] / n
+                # per image once the models are loaded; the start-up (loading them) apart, per worker
+                row[f"{key}_workers_ms"] = 1e3 * (cpu["workers"] - cpu["workers_start"]) / n
+                row[f"{key}_start_cpu_s"] = cpu["workers_start"] / res["engine"]["workers"]
 
         return go
 
@@ -230,6 +232,7 @@ def _report(sec: Section, rows: list[dict], memory: dict, start: dict, cores: in
         ],
     )
     w, s = _med(rows, "wn_workers_ms"), _med(rows, "wn_main_ms")
+    start_cpu = _med(rows, "wn_start_cpu_s")
     model = min(_med(rows, "model_ms_1"), _med(rows, "model_ms_all"))
     file_ms = _med(rows, "file_ms")
     sec.table(
@@ -245,7 +248,8 @@ def _report(sec: Section, rows: list[dict], memory: dict, start: dict, cores: in
             ["**model (the cheaper) + file work: the ceiling's cost**", f"**{fmt(model + file_ms, 3)}**"],
             [f"model, 1 thread, in each of {cores} processes at once", fmt(_med(rows, "loaded_model_ms"), 3)],
             [f"file work, in each of {cores} processes at once", fmt(_med(rows, "loaded_file_ms"), 3)],
-            [f"worker processes ({cores} workers), all steps", fmt(w, 3)],
+            [f"worker processes ({cores} workers), all steps, once the model is loaded", fmt(w, 3)],
+            ["a worker's start-up (unpickling, loading the model), once per worker", fmt(1e3 * start_cpu, 3)],
             ["main process (plan, hand out, report): the serial part", fmt(s, 3)],
         ],
     )
