@@ -104,6 +104,14 @@ def ort_session(path: Path, threads: int):
     return OnnxSession(path, device="cpu", threads=threads)
 
 
+def normalised_inputs(paths, norm) -> np.ndarray:
+    """The model's input for each file, (N, 1, H, W) float32: its first page normalised with
+    the model card's ``norm``, as seginfer does (the model-alone figures run on these)."""
+    from unsupseg.core.imageio import read_image
+
+    return np.stack([norm(read_image(p)[0]) for p in paths])[:, None].astype(np.float32)
+
+
 def write_pngs(folder: Path, images: np.ndarray) -> list[Path]:
     from PIL import Image
 

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
+
+from bench.common import normalised_inputs
 
 SIZES = {"128x128": (128, 64), "1024x1024": (1024, 8)}  # name -> (side, --batch-size)
 
@@ -95,12 +96,10 @@ def write_folder(folder: Path, n: int, side: int) -> list[Path]:
 
 def model_alone(model: Path, device: str, paths: list[Path], batch: int) -> dict:
     """The session seginfer's main process runs (I/O binding on CUDA) on normalised batches in memory."""
-    from unsupseg.core.imageio import read_image
     from unsupseg.infer.session import OnnxSession
 
     sess = OnnxSession(model, device=device)
-    norm = sess.card.normalization
-    x = np.stack([norm(read_image(p)[0]) for p in paths])[:, None].astype(np.float32)
+    x = normalised_inputs(paths, sess.card.normalization)
     sess.run(x[:batch])  # warm-up: cuDNN's choice, the bound buffers
     with GpuSampler() as gpu:
         t0 = time.perf_counter()

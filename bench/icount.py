@@ -34,11 +34,11 @@ import tempfile
 from pathlib import Path
 
 import click
-import numpy as np
 
 
 def _child(mode: str, folder: Path, n: int, scratch: Path) -> None:
-    from unsupseg.core.imageio import read_pages, write_mask
+    from bench.common import normalised_inputs
+    from bench.sections.e2e import model_pass, normalise_pass, read_pass, write_pass
     from unsupseg.infer.api import SegmenterConfig
     from unsupseg.infer.run import RunOptions, plan_run
     from unsupseg.infer.workers import run_items
@@ -51,16 +51,18 @@ def _child(mode: str, folder: Path, n: int, scratch: Path) -> None:
     norm = seg.card.normalization
     paths = [i.src for i in items]
     run_items(seg, work, items[:16], lambda r: None)  # first calls (allocations) in every mode
-    pages = [read_pages(p) for p in paths]
-    x = np.stack([norm.apply(pg[0], norm.bounds(pg[0])) for pg in pages])[:, None].astype(np.float32)
-    masks = [m[0] >= 0.5 for k in range(0, n, 8) for m in seg.session.run(x[k : k + 8])]
+    # the budget's inputs, made in every mode: pages, normalised arrays, masks
+    pages = read_pass(paths)
+    x = normalised_inputs(paths, norm)
+    masks = [m[0] >= 0.5 for probs in model_pass(seg.session, x, 8) for m in probs]
+    (scratch / "steps").mkdir()
     if mode == "path":
         run_items(seg, work, items, lambda r: None)
-    elif mode == "steps":
-        [read_pages(p) for p in paths]
-        [norm.apply(pg[0], norm.bounds(pg[0])) for pg in pages]
-        [seg.session.run(x[k : k + 8]) for k in range(0, n, 8)]
-        [write_mask(scratch / f"step_{i}.png", m) for i, m in enumerate(masks)]
+    elif mode == "steps":  # the passes cpu_budget times, one after the other
+        model_pass(seg.session, x, 8)
+        read_pass(paths)
+        normalise_pass(pages, norm)
+        write_pass(masks, scratch / "steps")
 
 
 def _count(mode: str, folder: Path, n: int, work: Path) -> int:

@@ -109,7 +109,7 @@ class _Worker:
     def start(self) -> None:
         spec = self.spec
         seg = None if spec.served else spec.config.build(threads=spec.threads)  # loads the model
-        self.start_cpu = time.process_time()  # start-up: unpickling the spec, loading the model
+        start_cpu = time.process_time()  # start-up: unpickling the spec, loading the model
         self.results.send(("ready", os.getpid()))
         threading.Thread(target=self._receive, name="seginfer-inbox", daemon=True).start()
         msg = self._next()
@@ -119,7 +119,7 @@ class _Worker:
                 seg = spec.config.build(threads=spec.threads, session=session)
             self._serve(seg, msg[1])
         times = os.times()
-        stats = {"cpu_s": time.process_time(), "sys_s": times.system, "start_cpu_s": self.start_cpu}
+        stats = {"cpu_s": time.process_time(), "sys_s": times.system, "start_cpu_s": start_cpu}
         self.results.send(("done", stats))
 
     def _next(self) -> tuple:

@@ -105,8 +105,10 @@ def test_icount_modes_do_the_work_they_count(tmp_path, mode):
     out = tmp_path / "out"
     out.mkdir()
     _child(mode, tmp_path / "images", 24, out)
-    written = sorted(p.name for p in out.iterdir())
+    masks = sorted(p.name for p in out.iterdir() if p.is_file())
+    steps = sorted(p.name for p in (out / "steps").iterdir())
     if mode == "path":
-        assert written == sorted(f"img_{i:05d}.png" for i in range(24))
-    else:  # the setup's warm-up run wrote the first 16 through the worker path too
-        assert [n for n in written if n.startswith("step_")] == sorted(f"step_{i}.png" for i in range(24))
+        assert masks == sorted(f"img_{i:05d}.png" for i in range(24)) and steps == []
+    else:  # the setup's warm-up run wrote the first 16 through the worker path
+        assert steps == sorted(f"{i}.png" for i in range(24))
+        assert masks == sorted(f"img_{i:05d}.png" for i in range(16))

@@ -59,13 +59,15 @@ def invert_output(model: torch.nn.Module) -> None:
     model.eval()
     x = torch.rand(1, 1, 32, 32, device=device)
     before = model(x)
-    last.weight.neg_()
-    if last.bias is not None:
-        last.bias.neg_()
+    _negate(last)
     after = model(x)
     model.train(was_training)
     if not torch.allclose(after, 1.0 - before, atol=1e-5):
-        last.weight.neg_()
-        if last.bias is not None:
-            last.bias.neg_()
+        _negate(last)  # back as it was
         raise ValueError("negating the last convolution does not invert this network's output")
+
+
+def _negate(conv: torch.nn.Conv2d) -> None:
+    conv.weight.neg_()
+    if conv.bias is not None:
+        conv.bias.neg_()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import Section, Shared, fmt, log, ort_session, run_seginfer, write_pngs
+from bench.common import Section, Shared, fmt, log, normalised_inputs, ort_session, run_seginfer, write_pngs
 from bench.prose import Prose
 from bench.timing import median
 
@@ -17,7 +17,6 @@ TITLE = "End to end: seginfer on a folder vs the model alone"
 
 
 def run(shared: Shared) -> Section:
-    from unsupseg.core.imageio import read_image
     from unsupseg.infer.api import DEFAULT_BATCH_SIZE
     from unsupseg.train.data import generate
 
@@ -30,7 +29,7 @@ def run(shared: Shared) -> Section:
     src = st.work / "e2e" / "images"
     paths = write_pngs(src, images)
     norm = shared.card.normalization
-    x = np.stack([norm(read_image(p)[0]) for p in paths])[:, None].astype(np.float32)
+    x = normalised_inputs(paths, norm)
     sess = ort_session(shared.onnx_path, st.threads)
     results = []
     for b in batches:
@@ -170,8 +169,6 @@ def cpu_budget(paths, sess, x, batch, norm, scratch: Path, cores: int) -> dict:
     """CPU time per image of the model and of each unavoidable per-file step, measured
     one step at a time in this process (``time.process_time``: all threads), and the
     bound they set with ``cores`` cores at the measured model-alone rate."""
-    from unsupseg.core.imageio import read_pages, write_mask
-
     scratch.mkdir(parents=True, exist_ok=True)
     n = len(paths)
 
@@ -181,13 +178,12 @@ def cpu_budget(paths, sess, x, batch, norm, scratch: Path, cores: int) -> dict:
         return 1e3 * (time.process_time() - t0) / n, out
 
     wall0 = time.perf_counter()
-    model_ms, _ = cpu(lambda: [sess.run(x[k : k + batch]) for k in range(0, n, batch)])
+    model_ms, probs = cpu(lambda: model_pass(sess, x, batch))
     rate = n / (time.perf_counter() - wall0)  # images/s of this same pass: CPU and rate agree
-    read_ms, pages = cpu(lambda: [read_pages(p) for p in paths])
-    norm_ms, normed = cpu(lambda: [norm(pg[0]) for pg in pages])
-    probs = [sess.run(x[k : k + batch]) for k in range(0, n, batch)]
+    read_ms, pages = cpu(lambda: read_pass(paths))
+    norm_ms, _ = cpu(lambda: normalise_pass(pages, norm))
     masks = [m[0] >= 0.5 for batch_probs in probs for m in batch_probs]
-    write_ms, _ = cpu(lambda: [write_mask(scratch / f"{i}.png", m) for i, m in enumerate(masks)])
+    write_ms, _ = cpu(lambda: write_pass(masks, scratch))
     steps = {"read + decode PNG": read_ms, "normalise": norm_ms, "encode PNG + write + rename": write_ms}
     file_ms = sum(steps.values())
     return {
@@ -197,3 +193,26 @@ def cpu_budget(paths, sess, x, batch, norm, scratch: Path, cores: int) -> dict:
         "model_cores": rate * model_ms / 1e3,
         "ceiling": min(1.0, cores / (rate * (model_ms + file_ms) / 1e3)),
     }
+
+
+# The budget's steps, each one pass over the images (cpu_budget times them; bench/icount.py
+# counts their instructions).
+def model_pass(sess, x: np.ndarray, batch: int) -> list:
+    return [sess.run(x[k : k + batch]) for k in range(0, len(x), batch)]
+
+
+def read_pass(paths) -> list:
+    from unsupseg.core.imageio import read_pages
+
+    return [read_pages(p) for p in paths]
+
+
+def normalise_pass(pages, norm) -> list:
+    return [norm(pg[0]) for pg in pages]
+
+
+def write_pass(masks, scratch: Path) -> None:
+    from unsupseg.core.imageio import write_mask
+
+    for i, m in enumerate(masks):
+        write_mask(scratch / f"{i}.png", m)

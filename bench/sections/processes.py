@@ -12,14 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from bench.common import (
     SEGINFER,
     Section,
     Shared,
     fmt,
     log,
+    normalised_inputs,
     ort_session,
     peak_tree_rss,
     run_seginfer,
@@ -35,7 +34,6 @@ SCALING_CORES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def run(shared: Shared) -> Section:
-    from unsupseg.core.imageio import read_image
     from unsupseg.train.data import generate
 
     st = shared.settings
@@ -46,7 +44,7 @@ def run(shared: Shared) -> Section:
     base = st.work / "processes"
     paths = write_pngs(base / "images", images)
     norm = shared.card.normalization
-    x = np.stack([norm(read_image(p)[0]) for p in paths])[:, None].astype(np.float32)
+    x = normalised_inputs(paths, norm)
     sessions = {t: ort_session(shared.onnx_path, t) for t in sorted({1, cores})}
     rows = [_repeat(shared, paths, x, sessions, base, cores, r) for r in range(reps)]
     memory = _memory(shared, base, st.quick)
@@ -130,10 +128,8 @@ def _loaded_budget(shared: Shared, paths, base: Path, cores: int) -> dict:
 
 
 def _budget_child(onnx_path: Path, paths, norm, scratch: Path, barrier, results) -> None:
-    from unsupseg.core.imageio import read_image
-
     sess = ort_session(onnx_path, 1)
-    x = np.stack([norm(read_image(p)[0]) for p in paths])[:, None].astype(np.float32)
+    x = normalised_inputs(paths, norm)
     sess.run(x[:8])  # the first run allocates
     barrier.wait()  # every process starts its steps at once
     results.put(cpu_budget(paths, sess, x, 8, norm, scratch, 1))
