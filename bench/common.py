@@ -92,7 +92,7 @@ def log(msg: str) -> None:
 
 def generated_batch(b: int, h: int, w: int, seed: int, card) -> np.ndarray:
     """(b, 1, h, w) normalised generated images."""
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     imgs, _ = generate(b, h, w, sigma=(0.2, 1.0), seed=seed, max_objects=3)
     return np.stack([card.normalization(im) for im in imgs])[:, None].astype(np.float32)

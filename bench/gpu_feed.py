@@ -82,7 +82,7 @@ class GpuSampler:
 def write_folder(folder: Path, n: int, side: int) -> list[Path]:
     from PIL import Image
 
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

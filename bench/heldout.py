@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unsupseg.train.data import generate
+from unsupseg.core.data import generate
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def main(n: int, child: str | None, folder: Path | None, scratch: Path | None) -
     if shutil.which("valgrind") is None:
         raise click.ClickException("valgrind is not installed (Debian: apt-get install valgrind)")
     from bench.common import write_pngs
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None  # memory: no disk noise in the setup
     with tempfile.TemporaryDirectory(prefix="unsupseg-icount-", dir=base) as tmp:

@@ -1,8 +1,8 @@
 """Torch-free building blocks shared by training, export and inference.
 
-Image reading and writing, per-image normalisation, IoU/Dice and the model-card
-schema that travels inside checkpoints and ONNX files. Nothing here imports
-torch or onnxruntime.
+Image reading and writing, the built-in generated data, per-image normalisation,
+IoU/Dice and the model-card schema that travels inside checkpoints and ONNX files.
+Nothing here imports torch or onnxruntime.
 """
 
 from unsupseg.core.errors import ImageReadError, ModelFileError, UnsupsegError

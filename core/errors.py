@@ -28,6 +28,10 @@ class OutputError(UnsupsegError):
     denied): a problem of the output, not of one input, so the run stops."""
 
 
+class DataError(UnsupsegError):
+    """Training data missing or malformed; the message names the file and the fix."""
+
+
 class ImageTooLargeError(ImageReadError):
     """An image's header claims more pixels per page than the reader's limit (a guard against
     decompression bombs); raised before its pixels are allocated."""

@@ -56,8 +56,8 @@ def _rename_dims(model_proto) -> None:
 
 def verification_inputs(shapes=VERIFY_SHAPES, seed: int = 0) -> list[tuple[str, np.ndarray]]:
     """Uniform random and generated (normalised) images for every shape."""
+    from unsupseg.core.data import generate
     from unsupseg.core.normalize import Normalization
-    from unsupseg.train.data import generate
 
     rng = np.random.default_rng(seed)
     norm = Normalization()

@@ -84,7 +84,7 @@ def calibration_images(
             if len(pages) >= limit:
                 break
     elif path.is_file() and path.suffix.lower() == ".npz":
-        from unsupseg.train.data import load_npz
+        from unsupseg.core.data import load_npz
 
         try:
             pages = list(load_npz(path)["image_train"][:limit])

@@ -77,8 +77,8 @@ def infer_disk_image():
 # -- export fixtures (tests/test_export.py, tests/test_bioimageio.py): tiny trained checkpoints --
 def _train_few_steps(folder, arch: str, width: int):
     """model.pt of a 2-epoch run on 64 generated 32x32 images (the seed preset for arch 'seed')."""
+    from unsupseg.core.data import generate, save_npz
     from unsupseg.train.config import make_config
-    from unsupseg.train.data import generate, save_npz
     from unsupseg.train.loop import run_training
 
     xtr, ytr = generate(64, seed=21)

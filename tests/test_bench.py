@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_quick_bench_writes_every_section(tmp_path):
+    from unsupseg.core.data import generate, save_npz
     from unsupseg.train.config import make_config
-    from unsupseg.train.data import generate, save_npz
     from unsupseg.train.loop import run_training
 
     xtr, ytr = generate(64, seed=21)
@@ -98,7 +98,7 @@ def test_icount_modes_do_the_work_they_count(tmp_path, mode):
     the worker path writes every input's mask, the ceiling's steps write one mask per input."""
     from bench.common import write_pngs
     from bench.icount import _child
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     images, _ = generate(24, 128, 128, sigma=(0.2, 1.0), seed=4000, quantize=8, max_objects=3)
     write_pngs(tmp_path / "images", images)

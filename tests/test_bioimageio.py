@@ -122,8 +122,8 @@ def test_package_predicts_like_seginfer(packages, tmp_path, shape, bits):
     """bioimageio.core runs the package (its pre-processing and ONNX): seginfer's probability map."""
     from bioimageio.core import load_description, predict
 
+    from unsupseg.core.data import generate
     from unsupseg.infer.api import Segmenter
-    from unsupseg.train.data import generate
 
     _, package, _ = packages("default-unet")
     x, _ = generate(1, *shape, sigma=(0.3, 0.6), seed=11, quantize=bits)
@@ -338,7 +338,7 @@ def test_own_test_image_is_cropped_to_the_size_multiple(tmp_path, tiny_checkpoin
     import imageio.v3 as iio
     from PIL import Image
 
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     x, _ = generate(1, 100, 150, sigma=(0.3, 0.3), seed=9, quantize=8)
     iio.imwrite(tmp_path / "cells.png", x[0])

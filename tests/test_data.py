@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unsupseg.train.data import (
+from unsupseg.core.data import (
     NPZ_KEYS,
     DataError,
     builtin_splits,

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from unsupseg.core.data import builtin_splits, generate, save_npz
 from unsupseg.train.checkpoint import load_checkpoint
-from unsupseg.train.data import builtin_splits, generate, save_npz
 from unsupseg.train.model import ModelConfig, build_model
 
 pytestmark = pytest.mark.slow

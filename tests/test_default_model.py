@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from unsupseg.core import iou_any_polarity
+from unsupseg.core.data import generate
 from unsupseg.infer.api import Segmenter, default_model_path
-from unsupseg.train.data import generate
 
 
 def test_shipped_model_exists_and_is_small():

@@ -92,9 +92,9 @@ def test_seginfer_masks_match_torch_masks(exported, tmp_path):
     """seginfer's masks equal the torch model's masks (same normalisation, polarity rule)."""
     import imageio.v3 as iio
 
+    from unsupseg.core.data import generate
     from unsupseg.core.normalize import Normalization
     from unsupseg.infer.cli import main as seginfer
-    from unsupseg.train.data import generate
 
     ckpt, onnx_path, _ = exported
     model, card, _ = load_model(ckpt)

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from unsupseg.core import Normalization
+from unsupseg.core.data import generate
+from unsupseg.core.errors import DataError
 from unsupseg.core.files import MaskIndex
 from unsupseg.train import folder as folder_mod
-from unsupseg.train.data import DataError, generate
 from unsupseg.train.folder import (
     EpochSampler,
     FileIndex,

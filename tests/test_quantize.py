@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from unsupseg.core.data import generate, save_npz
 from unsupseg.core.modelcard import ModelCard
 from unsupseg.export.cli import main as segexport
 from unsupseg.export.quantize import QUANTIZATION, export_int8
 from unsupseg.train.config import make_config
-from unsupseg.train.data import generate, save_npz
 from unsupseg.train.loop import run_training
 
 

@@ -16,7 +16,7 @@ TINY = ["--width", "4", "--epochs", "3", "--no-plots", "-q", "--threads", "1"]
 
 @pytest.fixture
 def small_npz(tmp_path):
-    from unsupseg.train.data import generate, save_npz
+    from unsupseg.core.data import generate, save_npz
 
     xtr, ytr = generate(96, seed=11)
     xte, yte = generate(32, seed=12)
@@ -113,7 +113,7 @@ def test_interrupt_saves_state_and_resume_finishes(tmp_path, small_npz, monkeypa
 def test_folder_training_with_masks(tmp_path):
     import imageio.v3 as iio
 
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     x, m = generate(6, 48, 72, seed=5, quantize=8)
     (tmp_path / "img").mkdir()
@@ -219,7 +219,7 @@ def test_augmentation_moves_image_and_mask_together(kind):
 
 def test_noisier_input_is_noisier_but_same_scale():
     from unsupseg.core import Normalization
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
     from unsupseg.train.folder import noisier_input
 
     np.random.seed(0)
@@ -283,8 +283,8 @@ def test_folder_training_does_not_depend_on_reader_processes(tmp_path):
     cache too small to hold anything, give the same weights."""
     from PIL import Image
 
+    from unsupseg.core.data import generate
     from unsupseg.train.config import make_config
-    from unsupseg.train.data import generate
     from unsupseg.train.loop import run_training
 
     x, _ = generate(10, 40, 48, seed=3, quantize=8)

@@ -25,7 +25,7 @@ ARGS = ["--width", "4", "--epochs", "3", "--no-plots", "-q", "--threads", "1", "
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    from unsupseg.train.data import generate, save_npz
+    from unsupseg.core.data import generate, save_npz
 
     xtr, ytr = generate(256, seed=21)  # 8 steps of 32 per epoch: long enough to land in one
     xte, yte = generate(32, seed=22)

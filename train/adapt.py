@@ -38,11 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unsupseg.core.errors import ImageReadError
+from unsupseg.core.errors import DataError, ImageReadError
 from unsupseg.core.files import MaskIndex
 from unsupseg.core.imageio import read_image, read_mask
 from unsupseg.core.normalize import Normalization
-from unsupseg.train.data import DataError
 from unsupseg.train.local_loss import energy
 
 PACKAGED = Path(__file__).with_name("models") / "default.pt"  # the start model (make model writes it)

@@ -176,7 +176,7 @@ def main(
     # _adapt and _train.
 
     if save_data is not None:
-        from unsupseg.train.data import builtin_splits, save_npz
+        from unsupseg.core.data import builtin_splits, save_npz
 
         save_npz(save_data, builtin_splits(seed or 0))
         click.echo(f"wrote {save_data}")

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from unsupseg.core.errors import ImageReadError
+from unsupseg.core.errors import DataError, ImageReadError
 from unsupseg.core.files import MaskIndex, iter_image_files
 from unsupseg.core.imageio import IMAGE_SUFFIXES, read_image, read_mask
 from unsupseg.core.normalize import Normalization
 from unsupseg.train.augment import apply_augment, build_augment
-from unsupseg.train.data import DataError
 
 MB = 1 << 20
 PERMUTATION_SEED_STRIDE = 1_000_003  # permutation p of files is seeded seed * this + p: runs apart

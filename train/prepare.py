@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from unsupseg.core.data import builtin_splits, load_npz, normalize_stack
+from unsupseg.core.errors import DataError
 from unsupseg.core.files import MaskIndex
 from unsupseg.core.normalize import Normalization
 from unsupseg.core.padding import pad_to_multiple
 from unsupseg.train import distributed
 from unsupseg.train.augment import apply_augment, build_augment
 from unsupseg.train.config import TrainConfig
-from unsupseg.train.data import DataError, builtin_splits, load_npz, normalize_stack
 from unsupseg.train.folder import (
     EpochSampler,
     FileIndex,

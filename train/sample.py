@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
+from unsupseg.core.data import generate
 from unsupseg.core.imageio import write_mask
-from unsupseg.train.data import generate
 
 # (height, width, noise range, polarity, bit depth). Objects are bright, as seginfer's
 # default foreground rule expects (dark objects need --foreground dark), so the report's

@@ -58,7 +58,7 @@ def _write_inputs(base: Path, n_small: int, n_large: int, sides: tuple[int, int]
     """Folders of small 32x32 PNG files and one big noisy PNG per side length."""
     from PIL import Image
 
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     imgs, _ = generate(n_large, 32, 32, sigma=(0.2, 0.8), seed=6000, quantize=8)
     write_pngs(base / "small_large", imgs)

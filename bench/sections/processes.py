@@ -34,7 +34,7 @@ SCALING_CORES = (1, 2, 4, 8, 16, 32, 64)
 
 
 def run(shared: Shared) -> Section:
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     st = shared.settings
     n, reps = (200, 1) if st.quick else (2000, 5)
@@ -137,7 +137,7 @@ def _budget_child(onnx_path: Path, paths, norm, scratch: Path, barrier, results)
 
 def _memory(shared: Shared, base: Path, quick: bool) -> dict:
     """Peak summed RSS of seginfer's process tree with worker processes, few vs many small files."""
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     n_small, n_large = (100, 1000) if quick else (1000, 10000)
     imgs, _ = generate(n_large, 32, 32, sigma=(0.2, 0.8), seed=6000, quantize=8)

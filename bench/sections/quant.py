@@ -17,8 +17,8 @@ TITLE = "Quantisation: int8 (static QDQ) vs fp32"
 
 
 def run(shared: Shared) -> Section:
+    from unsupseg.core.data import builtin_splits, save_npz
     from unsupseg.export.quantize import export_int8
-    from unsupseg.train.data import builtin_splits, save_npz
 
     st = shared.settings
     vnni = "avx512_vnni" in cpuinfo()["flags"]

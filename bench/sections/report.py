@@ -20,8 +20,8 @@ MAX_SHARE = 0.05  # of the run's own time
 
 
 def run(shared: Shared) -> Section:
+    from unsupseg.core.data import generate
     from unsupseg.infer.report_html import build_report
-    from unsupseg.train.data import generate
 
     st = shared.settings
     n, n_bad = (300, 3) if st.quick else (20000, 20)

@@ -14,7 +14,7 @@ TITLE = "Training from a folder: streamed, flat memory"
 
 
 def run(shared: Shared) -> Section:
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     st = shared.settings
     n_few, n_many = (200, 2000) if st.quick else (2000, 50000)

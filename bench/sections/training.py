@@ -88,7 +88,7 @@ def _step_rate(shared: Shared, cfg) -> list[float]:
 
 def _segtrain(shared: Shared, n_train: int, epochs: int) -> tuple[dict, float]:
     """A short segtrain run: (its metrics.json, wall seconds with start-up)."""
-    from unsupseg.train.data import generate, save_npz
+    from unsupseg.core.data import generate, save_npz
 
     st = shared.settings
     data_args = []

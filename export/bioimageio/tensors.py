@@ -26,7 +26,7 @@ def default_test_image(seed: int = 4) -> np.ndarray:
     The offset and gain make the normalisation visible in the test: raw values are far
     from [0, 1] and only the pre-processing brings them there.
     """
-    from unsupseg.train.data import generate
+    from unsupseg.core.data import generate
 
     images, _ = generate(1, TEST_SIZE, TEST_SIZE, sigma=(0.3, 0.3), polarity="bright", seed=seed)
     return (images[0] * 400.0 + 1000.0).astype(np.float32)

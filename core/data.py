@@ -1,4 +1,7 @@
-"""Training data: the built-in generator, the notebook's .npz, and folders of images.
+"""Generated and stored data: the built-in generator and the notebook's .npz format.
+
+Training reads them (``train/prepare.py``; folders of images are ``train/folder.py``'s), and
+so do export's test tensors and the benchmarks: nothing here needs torch.
 
 Built-in generator (the seed notebook's data process, re-created because its file is
 not distributable): each image is a binary picture of 1 to ``max_objects`` shapes
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from unsupseg.core.atomic import replacing
-from unsupseg.core.errors import UnsupsegError
+from unsupseg.core.errors import DataError
 from unsupseg.core.normalize import Normalization
 
 NPZ_KEYS = ("image_train", "mask_train", "image_test", "mask_test")
@@ -25,10 +28,6 @@ BUILTIN_SIZE = 32
 BUILTIN_N = 1000
 BUILTIN_SIGMA = (0.05, 0.5)  # noise std relative to an object/background contrast of 1
 SHAPES = ("ellipse", "rectangle", "polygon", "blob")
-
-
-class DataError(UnsupsegError):
-    """Training data missing or malformed; the message names the file and the fix."""
 
 
 # ----------------------------------------------------------------------------- generator
