@@ -32,7 +32,7 @@ train: $(STAMP)
 ## Retrain, export and package the default model: seginfer's when --model is not given, and the
 ## start of segtrain --data DIR
 model: train
-	$(BIN)/segexport $(RUN)/model.pt infer/models/default.onnx --overwrite
+	$(BIN)/segexport $(RUN)/model.pt infer/model/default.onnx --overwrite
 	cp $(RUN)/model.pt train/models/default.pt  # the start of segtrain --data DIR (adaptation)
 
 ## Package the default model for bioimage.io (deepImageJ, ilastik, QuPath, napari) and test it as the zoo does

@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-SEGINFER = [sys.executable, "-c", "from unsupseg.infer.cli import main; main()"]
+SEGINFER = [sys.executable, "-c", "from unsupseg.infer.cli.seginfer import main; main()"]
 SEGTRAIN = [sys.executable, "-c", "from unsupseg.train.cli import main; main()"]
 
 
@@ -99,7 +99,7 @@ def generated_batch(b: int, h: int, w: int, seed: int, card) -> np.ndarray:
 
 
 def ort_session(path: Path, threads: int):
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     return OnnxSession(path, device="cpu", threads=threads)
 

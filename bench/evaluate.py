@@ -45,7 +45,7 @@ def segment_set(seg, images) -> tuple[list[np.ndarray], float]:
 def unsupseg_on_heldout(shared: Shared, onnx_path: Path, key: str, threads: int, repeats: int) -> dict:
     """Per set: IoU per image and median seconds per image of a Segmenter (cached by key)."""
     from unsupseg.core.metrics import iou_any_polarity
-    from unsupseg.infer.api import Segmenter
+    from unsupseg.infer.model.segmenter import Segmenter
 
     if key in shared.cache:
         return shared.cache[key]

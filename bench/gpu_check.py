@@ -62,7 +62,7 @@ def main(checkpoint: Path, out: Path, device: str, n_files: int, n_large: int) -
     import torch
 
     from unsupseg.export.export import ATOL, RTOL, export_onnx, verification_inputs
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
     from unsupseg.train.checkpoint import load_model
     from unsupseg.train.config import make_config
     from unsupseg.train.loop import run_training

@@ -96,7 +96,7 @@ def write_folder(folder: Path, n: int, side: int) -> list[Path]:
 
 def model_alone(model: Path, device: str, paths: list[Path], batch: int) -> dict:
     """The session seginfer's main process runs (I/O binding on CUDA) on normalised batches in memory."""
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     sess = OnnxSession(model, device=device)
     x = normalised_inputs(paths, sess.card.normalization)
@@ -110,7 +110,7 @@ def model_alone(model: Path, device: str, paths: list[Path], batch: int) -> dict
 
 
 def seginfer(folder: Path, out: Path, model: Path, device: str, batch: int, engine: str | None) -> dict:
-    cmd = [sys.executable, "-m", "unsupseg.infer.cli", "--input", str(folder), "--output", str(out)]
+    cmd = [sys.executable, "-m", "unsupseg.infer.cli.seginfer", "--input", str(folder), "--output", str(out)]
     cmd += ["--model", str(model), "--device", device, "--batch-size", str(batch), "--overwrite", "-q"]
     cmd += ["--engine", engine] if engine else []
     with GpuSampler() as gpu:
@@ -132,7 +132,7 @@ def seginfer(folder: Path, out: Path, model: Path, device: str, batch: int, engi
 
 def measure(out: Path, model: Path, device: str, n_small: int, n_large: int) -> dict:
     """Every run for both sizes: {size: {run name: figures}}."""
-    from unsupseg.infer.api import MAX_BATCH_PIXELS  # larger batches are cut to this many pixels
+    from unsupseg.infer.model.segmenter import MAX_BATCH_PIXELS  # larger batches are cut to this many pixels
 
     res = {}
     for name, (side, batch) in SIZES.items():
@@ -184,7 +184,7 @@ def table(res: dict, device: str) -> list[str]:
 @click.option("--n-large", type=int, default=64, show_default=True, help="1024x1024 files")
 def main(out: Path, model: Path | None, device: str, n_small: int, n_large: int) -> None:
     """seginfer with a GPU vs the model alone and the CPU; writes OUT/gpu_feed.json and OUT/gpu_feed.md."""
-    from unsupseg.infer.api import default_model_path
+    from unsupseg.infer.model.segmenter import default_model_path
 
     out.mkdir(parents=True, exist_ok=True)
     model = model or default_model_path()

@@ -188,7 +188,7 @@ def memory(work: Path, onnx_path: Path | None, image: np.ndarray) -> dict:
         cmd = [
             sys.executable,
             "-m",
-            "unsupseg.infer.cli",
+            "unsupseg.infer.cli.seginfer",
             "--input",
             str(folder),
             "--output",

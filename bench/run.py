@@ -213,7 +213,7 @@ def run_sections(st: Settings, wanted: list[str]) -> tuple[Shared, dict, dict[st
 def _meta(st: Settings, shared: Shared, mach: dict, sha: str, t_start: float) -> dict:
     """The run as the page's header and results.json describe it."""
     try:
-        from unsupseg.infer.api import Segmenter
+        from unsupseg.infer.model.segmenter import Segmenter
 
         packaged = Segmenter(device="cpu", threads=1).card.checkpoint_sha256 == sha
     except Exception:  # no packaged model: say so in the report, do not fail the benchmark

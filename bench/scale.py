@@ -55,7 +55,7 @@ def make_images(folder: Path, truth: Path, n: int, size: int = 128) -> None:
 
 def seginfer(args: list, env: dict | None = None) -> tuple[float, int]:
     """Run the seginfer CLI in a fresh process; (wall seconds, exit code)."""
-    cmd = [sys.executable, "-m", "unsupseg.infer.cli", *map(str, args), "-q"]
+    cmd = [sys.executable, "-m", "unsupseg.infer.cli.seginfer", *map(str, args), "-q"]
     start = time.perf_counter()
     rc = subprocess.run(cmd, env=env).returncode
     return time.perf_counter() - start, rc

@@ -77,7 +77,7 @@ def compare(model, onnx_path: Path, inputs, threshold: float, rtol=RTOL, atol=AT
     """
     import torch
 
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     sess = OnnxSession(onnx_path, device="cpu")
     worst, agree_n, total_n, ok, checks = 0.0, 0, 0, True, []

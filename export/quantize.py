@@ -62,7 +62,7 @@ def calibration_images(
     calibration: str | os.PathLike, norm: Normalization, multiple: int = 8, limit: int = MAX_CALIBRATION
 ) -> list[np.ndarray]:
     """Normalised, padded (H', W') float32 images from a folder of images or an .npz."""
-    from unsupseg.infer.tiling import pad_to_multiple
+    from unsupseg.core.padding import pad_to_multiple
 
     path = Path(calibration)
     if path.is_dir():
@@ -128,7 +128,7 @@ class _Reader:
 # ----------------------------------------------------------------------------- export
 def _compare(fp32_path: Path, int8_path: Path, images: list[np.ndarray], threshold: float):
     """(mask agreement, max |p_int8 - p_fp32|) over the images, with seginfer's session code."""
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     ref_sess, q_sess = OnnxSession(fp32_path, device="cpu"), OnnxSession(int8_path, device="cpu")
     agree = total = 0

@@ -10,7 +10,7 @@ Python users get the same files, overwrite and resume rules as the command:
     from unsupseg.infer import RunOptions, run_folder
     result = run_folder("images/", "masks/", RunOptions(masks="truth/", outputs=("prob",)))
 
-The engine is the one ``choice.py`` picks for the machine and the images unless one is
+The engine is the one ``engines/registry.py`` picks for the machine and the images unless one is
 passed (worker processes for many small images: a script that calls ``run_folder`` must
 then do so under ``if __name__ == "__main__":``, as Python's multiprocessing requires).
 
@@ -31,16 +31,16 @@ from typing import Protocol
 from unsupseg.core.atomic import write_text_atomic, writing_for
 from unsupseg.core.errors import OutputError, OutputExistsError
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
-from unsupseg.infer.api import Segmenter, SegmenterConfig
-from unsupseg.infer.choice import choose_engine
-from unsupseg.infer.engine import Engine, describe_engine
+from unsupseg.infer.engines.base import Engine, describe_engine
+from unsupseg.infer.engines.registry import choose_engine
 from unsupseg.infer.faults import RunStopped, output_error, why
+from unsupseg.infer.html.page import PageResult, build_report
 from unsupseg.infer.inputs import InputError, Inputs, Plan, gather_inputs, plan_items
+from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.report import Report, describe_error
-from unsupseg.infer.report_html import PageResult, build_report
 from unsupseg.infer.runfiles import RunFiles
 from unsupseg.infer.runlock import RunLock
-from unsupseg.infer.work import ItemResult, ItemWork
 
 # packages whose versions the manifest records
 MANIFEST_PACKAGES = (
@@ -66,7 +66,7 @@ class RunOptions:
     overwrite: bool = False  # replace existing outputs
     skip_existing: bool = False  # keep inputs whose outputs exist, process the rest (resume)
     max_megapixels: float | None = PILLOW_MAX_PIXELS / 1e6  # larger pages are refused; None: no limit
-    html: bool = False  # write report.html (and report_files/) at the end (report_html.py)
+    html: bool = False  # write report.html (and report_files/) at the end (html/page.py)
 
 
 @dataclass

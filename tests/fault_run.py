@@ -85,7 +85,7 @@ def main() -> None:
     if hook != "none":
         os.environ[HOOK_ENV] = json.dumps([hook, k, _output(args)])  # for the worker processes
         install(hook, k, _output(args))
-    from unsupseg.infer.cli import main as seginfer
+    from unsupseg.infer.cli.seginfer import main as seginfer
 
     seginfer(args, prog_name="seginfer")
 

@@ -123,7 +123,7 @@ def test_package_predicts_like_seginfer(packages, tmp_path, shape, bits):
     from bioimageio.core import load_description, predict
 
     from unsupseg.core.data import generate
-    from unsupseg.infer.api import Segmenter
+    from unsupseg.infer.model.segmenter import Segmenter
 
     _, package, _ = packages("default-unet")
     x, _ = generate(1, *shape, sigma=(0.3, 0.6), seed=11, quantize=bits)
@@ -148,7 +148,7 @@ def test_package_description(packages, tmp_path):
     from bioimageio.spec import load_description
     from bioimageio.spec.model import v0_5
 
-    from unsupseg.infer.api import Segmenter
+    from unsupseg.infer.model.segmenter import Segmenter
 
     ckpt, package, report = packages("default-unet")
     card = report.card

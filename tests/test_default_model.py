@@ -5,7 +5,7 @@ import pytest
 
 from unsupseg.core import iou_any_polarity
 from unsupseg.core.data import generate
-from unsupseg.infer.api import Segmenter, default_model_path
+from unsupseg.infer.model.segmenter import Segmenter, default_model_path
 
 
 def test_shipped_model_exists_and_is_small():

@@ -24,7 +24,7 @@ def exported(request, tiny_checkpoint, tmp_path_factory):
 
 
 def _ort(path):
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     return OnnxSession(path, device="cpu")
 
@@ -94,7 +94,7 @@ def test_seginfer_masks_match_torch_masks(exported, tmp_path):
 
     from unsupseg.core.data import generate
     from unsupseg.core.normalize import Normalization
-    from unsupseg.infer.cli import main as seginfer
+    from unsupseg.infer.cli.seginfer import main as seginfer
 
     ckpt, onnx_path, _ = exported
     model, card, _ = load_model(ckpt)

@@ -78,7 +78,7 @@ def _resume_line(stderr: str) -> list[str]:
 def _resume(stderr: str) -> object:
     from click.testing import CliRunner
 
-    from unsupseg.infer.cli import main
+    from unsupseg.infer.cli.seginfer import main
 
     r = CliRunner().invoke(main, _resume_line(stderr))
     if r.exception and not isinstance(r.exception, SystemExit):

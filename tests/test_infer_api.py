@@ -7,10 +7,12 @@ import pytest
 
 from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError
 from unsupseg.core.metrics import iou
+from unsupseg.core.padding import pad_to_multiple
+from unsupseg.core.polarity import apply_polarity
 from unsupseg.infer import Segmenter
-from unsupseg.infer.api import TiledPages, apply_polarity, default_model_path
-from unsupseg.infer.session import cuda_problem, parse_device
-from unsupseg.infer.tiling import RowBlender, TileBlender, TileGrid, pad_to_multiple, tile_starts
+from unsupseg.infer.model.segmenter import default_model_path
+from unsupseg.infer.model.session import cuda_problem, parse_device
+from unsupseg.infer.model.tiles import RowBlender, TileBlender, TiledPages, TileGrid, tile_starts
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +174,7 @@ def test_auto_falls_back_to_a_working_provider(infer_model_path):
 
 
 def test_missing_default_model_says_how_to_fix(tmp_path, monkeypatch):
-    import unsupseg.infer.api as api
+    import unsupseg.infer.model.segmenter as api
 
     assert default_model_path().is_file()  # shipped with the package
     monkeypatch.setattr(api.resources, "files", lambda package: tmp_path)  # a package without it
@@ -216,7 +218,7 @@ def test_cuda_matches_cpu(infer_model_path, infer_disk_image):
 def test_io_binding_equals_plain_run(infer_model_path):
     """I/O binding (CUDA's default) on the CPU: the same outputs as session.run for several batch
     shapes, buffers reused per shape, and no output aliased by the next call."""
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     plain = OnnxSession(infer_model_path, device="cpu", threads=1)
     bound = OnnxSession(infer_model_path, device="cpu", threads=1, io_binding=True)
@@ -235,7 +237,7 @@ def test_io_binding_equals_plain_run(infer_model_path):
 def test_segmenter_runs_through_a_given_session(infer_model_path, infer_disk_image):
     """Segmenter(session=...) runs the model through that object (a worker's proxy for a served
     model) with the same masks."""
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     inner = OnnxSession(infer_model_path, device="cpu", threads=1)
     calls = []

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from unsupseg.core.imageio import read_mask
 from unsupseg.core.metrics import iou
-from unsupseg.infer.cli import main
-from unsupseg.infer.session import cuda_problem
+from unsupseg.infer.cli.seginfer import main
+from unsupseg.infer.model.session import cuda_problem
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -512,7 +512,7 @@ def test_seginfer_never_imports_torch(tmp_path, infer_model_path, infer_disk_ima
         f"""
         import sys
         from click.testing import CliRunner
-        from unsupseg.infer.cli import main
+        from unsupseg.infer.cli.seginfer import main
         args = ["--input", {str(tmp_path / "in")!r}, "--output", {str(tmp_path / "out")!r},
                 "--masks", {str(tmp_path / "gt")!r}, "--model", {str(infer_model_path)!r}]
         r = CliRunner().invoke(main, args + ["--save-prob", "-q"])

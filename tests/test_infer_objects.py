@@ -16,7 +16,7 @@ from test_infer_cli import _run, _summary, _u8
 from unsupseg.core.labels import label_mask
 from unsupseg.core.objects import OBJECT_FIELDS
 from unsupseg.infer import RunOptions, Segmenter, SegmenterConfig, run_folder
-from unsupseg.infer.report_cli import main as segreport
+from unsupseg.infer.cli.segreport import main as segreport
 
 # centres and radii of the disks of a test image; the last two touch (one component)
 DISKS = [(14, 16, 8), (16, 60, 9), (50, 20, 7), (52, 56, 10), (52, 76, 10)]

@@ -14,8 +14,9 @@ import tifffile
 from test_infer_cli import _engine_args, _engine_folder, _make_folder, _mask_files, _run, _same_run_files
 
 from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
-from unsupseg.infer.engine import EngineError, LocalEngine
-from unsupseg.infer.process_engine import ProcessEngine
+from unsupseg.infer.engines.base import EngineError
+from unsupseg.infer.engines.local import LocalEngine
+from unsupseg.infer.engines.processes import ProcessEngine
 from unsupseg.infer.writers import WRITERS
 
 N_IMAGES = 12
@@ -145,7 +146,7 @@ def test_a_killed_worker_is_replaced_and_its_inputs_retried(tmp_path, many, infe
     images, local = many
     outputs = crash(marker=str(tmp_path / "killed"), after=3)  # one worker kills itself on its 3rd write
     engine = ProcessEngine(2)
-    caplog.set_level(logging.WARNING, logger="unsupseg.infer.process_engine")
+    caplog.set_level(logging.WARNING, logger="unsupseg.infer.engines.processes")
     result = run_folder(
         images, tmp_path / "procs", _options(infer_model_path, outputs=outputs), engine=engine
     )
@@ -240,7 +241,7 @@ def test_an_output_fault_in_the_workers_stops_the_run(folder, local_run, infer_m
     ],
 )
 def test_auto_rule(tmp_path, infer_disk_image, monkeypatch, cores, threads, n, side, want):
-    from unsupseg.infer import choice
+    from unsupseg.infer.engines import registry as choice
     from unsupseg.infer.inputs import gather_inputs, plan_items
 
     _make_folder(tmp_path / "in", infer_disk_image, n=1, shape=(side, side))
@@ -255,7 +256,7 @@ def test_auto_rule(tmp_path, infer_disk_image, monkeypatch, cores, threads, n, s
 def test_auto_picks_processes_for_many_small_images(
     tmp_path, infer_disk_image, infer_model_path, monkeypatch
 ):
-    from unsupseg.infer import choice
+    from unsupseg.infer.engines import registry as choice
 
     monkeypatch.setattr(choice, "usable_cores", lambda: 2)
     monkeypatch.setattr(choice, "MIN_INPUTS", 4)

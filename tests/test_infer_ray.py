@@ -51,7 +51,7 @@ def test_ray_equals_local(local_ray, folder, local_run, infer_model_path, tmp_pa
 def test_ray_shards_merge_to_local_report(local_ray, folder, local_run, infer_model_path, tmp_path):
     from click.testing import CliRunner
 
-    from unsupseg.infer.report_cli import main as segreport
+    from unsupseg.infer.cli.segreport import main as segreport
 
     root, _ = folder
     out = tmp_path / "ray"
@@ -99,7 +99,7 @@ def test_device_cuda_on_a_cluster_without_gpu(local_ray, tmp_path, infer_model_p
     args = ["--input", tmp_path / "in", "--output", tmp_path / "o", "--engine", "ray"]
     from click.testing import CliRunner
 
-    from unsupseg.infer.cli import main
+    from unsupseg.infer.cli.seginfer import main
 
     r = CliRunner().invoke(
         main, [*map(str, args), "--model", str(infer_model_path), "--device", "cuda", "-q"]

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from unsupseg.infer.cli import main
-from unsupseg.infer.report_cli import main as segreport
+from unsupseg.infer.cli.seginfer import main
+from unsupseg.infer.cli.segreport import main as segreport
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="file names as bytes are POSIX")
 

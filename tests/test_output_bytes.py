@@ -49,8 +49,8 @@ import tifffile
 from click.testing import CliRunner
 from scipy import ndimage
 
-from unsupseg.infer.cli import main as seginfer
-from unsupseg.infer.report_cli import main as segreport
+from unsupseg.infer.cli.seginfer import main as seginfer
+from unsupseg.infer.cli.segreport import main as segreport
 
 pytestmark = pytest.mark.slow
 

@@ -40,7 +40,7 @@ def quantized(trained, tmp_path_factory):
 def test_int8_file_loads_with_quantization_metadata(quantized):
     import onnx
 
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     out, _, report = quantized
     proto = onnx.load(str(out))
@@ -65,7 +65,7 @@ def test_int8_file_loads_with_quantization_metadata(quantized):
 def test_int8_masks_agree_with_fp32(quantized, size):
     """Thresholded int8 and fp32 probabilities agree on >= 98% of the pixels of unseen generated images."""
     from unsupseg.core.normalize import Normalization
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     out, fp32, report = quantized
     print(f"calibration: agreement {report.mask_agreement:.5f}, max |diff| {report.max_abs_diff:.3f}")

@@ -18,11 +18,12 @@ import pytest
 from click.testing import CliRunner
 from test_infer_cli import _bad_file, _make_folder, _run
 
-from unsupseg.infer import RunOptions, SegmenterConfig, report_select, run_folder
+from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
+from unsupseg.infer.cli.segreport import main as segreport
+from unsupseg.infer.html import select
+from unsupseg.infer.html.page import build_report
+from unsupseg.infer.html.select import Selector, name_hash, read_summary
 from unsupseg.infer.report import CaseResult, Report
-from unsupseg.infer.report_cli import main as segreport
-from unsupseg.infer.report_html import build_report
-from unsupseg.infer.report_select import Selector, name_hash, read_summary
 
 # names that must be shown and escaped, never break the page
 ODD_NAMES = ["a b", "x<y>&z", "q\"uo't", "ünï", "<img src=x onerror=alert(1)>"]
@@ -128,7 +129,7 @@ def test_read_summary_streams_the_rows_report_writes(tmp_path, monkeypatch):
     report.fail("in/zz", "cannot decode")
     path = tmp_path / "summary.json"
     report.write(path)
-    monkeypatch.setattr(report_select, "_CHUNK", 97)  # rows cut across chunk boundaries
+    monkeypatch.setattr(select, "_CHUNK", 97)  # rows cut across chunk boundaries
     head, rows = read_summary(path)
     whole = json.loads(path.read_text())
     assert list(rows) == whole.pop("metric_per_case")

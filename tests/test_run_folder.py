@@ -104,7 +104,7 @@ def test_engine_reuses_a_given_segmenter(tmp_path, infer_model_path, infer_disk_
     """LocalEngine(segmenter=...) runs without open(): the Python user's own Segmenter."""
     from unsupseg.infer import Segmenter
     from unsupseg.infer.inputs import gather_inputs, plan_items
-    from unsupseg.infer.work import ItemWork
+    from unsupseg.infer.items import ItemWork
 
     _make_folder(tmp_path / "in", infer_disk_image, n=2)
     options = _options(infer_model_path)

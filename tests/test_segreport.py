@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from test_infer_cli import _bad_file, _make_folder, _mask_files, _run
 
-from unsupseg.infer.report_cli import main as segreport
+from unsupseg.infer.cli.segreport import main as segreport
 
 N_SHARDS = 3
 

@@ -18,7 +18,7 @@ TITLE = "End to end: seginfer on a folder vs the model alone"
 
 def run(shared: Shared) -> Section:
     from unsupseg.core.data import generate
-    from unsupseg.infer.api import DEFAULT_BATCH_SIZE
+    from unsupseg.infer.model.segmenter import DEFAULT_BATCH_SIZE
 
     st = shared.settings
     n = 200 if st.quick else 2000

@@ -155,7 +155,7 @@ def _memory(shared: Shared, base: Path, quick: bool) -> dict:
 _START = """
 import json, sys, time
 from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
-from unsupseg.infer.process_engine import ProcessEngine
+from unsupseg.infer.engines.processes import ProcessEngine
 src, out, model, method = sys.argv[1:5]
 engine = ProcessEngine(start_method=method)
 t0 = time.perf_counter()

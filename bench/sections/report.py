@@ -21,7 +21,7 @@ MAX_SHARE = 0.05  # of the run's own time
 
 def run(shared: Shared) -> Section:
     from unsupseg.core.data import generate
-    from unsupseg.infer.report_html import build_report
+    from unsupseg.infer.html.page import build_report
 
     st = shared.settings
     n, n_bad = (300, 3) if st.quick else (20000, 20)
@@ -100,7 +100,7 @@ def _seginfer(args: list[str], out) -> dict:
 
 def _segreport_rss(out) -> tuple[float, float]:
     """(peak RSS MB, wall s) of ``segreport --html`` rebuilding the page in a fresh process."""
-    code = "import sys; from unsupseg.infer.report_cli import main; sys.exit(main())"
+    code = "import sys; from unsupseg.infer.cli.segreport import main; sys.exit(main())"
     cmd = [sys.executable, "-c", code, str(out), "--html", "--overwrite", "-q"]
     rss, wall, _ = peak_rss_run(cmd, ok=(0, 1))  # segreport exits 1 when the run has failures
     return rss, wall

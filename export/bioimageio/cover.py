@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from unsupseg.core.modelcard import ModelCard
+from unsupseg.core.polarity import apply_polarity
 
 COVER_PANEL = 256  # pixels per cover panel side
 MASK_COLOUR = (255, 64, 160)  # blended half and half over the image
@@ -17,8 +18,6 @@ def write_cover(norm: np.ndarray, prob: np.ndarray, card: ModelCard, path: Path)
     mask (the card's threshold and polarity rule) in colour over it; a non-square image is fitted
     into each panel on black."""
     from PIL import Image
-
-    from unsupseg.infer.api import apply_polarity
 
     mask, _ = apply_polarity(norm, prob, card.threshold, card.polarity)
     gray = np.round(np.clip(norm, 0, 1) * 255).astype(np.uint8)

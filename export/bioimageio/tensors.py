@@ -57,7 +57,7 @@ def write_test_tensors(
 
     Returns (normalised image (H, W), probability (H, W)).
     """
-    from unsupseg.infer.session import OnnxSession
+    from unsupseg.infer.model.session import OnnxSession
 
     norm = card.normalization(image)
     prob = OnnxSession(files["onnx"], device="cpu").run(norm[None, None])  # (1, 1, H, W)

@@ -21,11 +21,13 @@ from collections.abc import Sequence
 
 from unsupseg.core.errors import ImageReadError
 from unsupseg.core.imageio import page_size
-from unsupseg.infer.api import SegmenterConfig
-from unsupseg.infer.engine import Engine, LocalEngine
+from unsupseg.core.padding import round_up
+from unsupseg.infer.engines.base import Engine
+from unsupseg.infer.engines.local import LocalEngine
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.session import usable_cores
-from unsupseg.infer.tiling import TileGrid, round_up
+from unsupseg.infer.model.segmenter import SegmenterConfig
+from unsupseg.infer.model.session import usable_cores
+from unsupseg.infer.model.tiles import TileGrid
 
 MIN_INPUTS = 64  # fewer inputs: one process (the workers' start-up would be much of the run)
 SAMPLE = 16  # inputs whose headers are read, spread over the run
@@ -39,7 +41,7 @@ RULE = (
 
 def choose_engine(items: Sequence[Item], config: SegmenterConfig, workers: int | None = None) -> Engine:
     """The engine for these items (see the module docstring)."""
-    from unsupseg.infer.process_engine import ProcessEngine
+    from unsupseg.infer.engines.processes import ProcessEngine
 
     if workers is not None:
         return ProcessEngine(workers)

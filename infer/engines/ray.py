@@ -21,10 +21,11 @@ import os
 import pickle
 from collections.abc import Sequence
 
-from unsupseg.infer.api import Segmenter, SegmenterConfig
-from unsupseg.infer.engine import EngineError, LocalEngine, OnResult
+from unsupseg.infer.engines.base import EngineError, OnResult
+from unsupseg.infer.engines.local import LocalEngine
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.work import ItemResult, ItemWork
+from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 
 INSTALL_HINT = 'pip install "unsupseg[ray]"'
 MAX_FILES_PER_BATCH = 256  # files per actor call: small enough to balance, large enough to batch

@@ -1,4 +1,4 @@
-"""The worker side of ``ProcessEngine`` (process_engine.py): one process, one share of the items.
+"""The worker side of ``ProcessEngine`` (processes.py): one process, one share of the items.
 
 Each worker builds its own ``Segmenter`` (its own onnxruntime session with ``threads``
 intra-op threads; none is inherited from the main process), then does every step of each
@@ -21,7 +21,7 @@ less CPU per image (no interpreter lock handed back and forth). Messages, on two
 
 A worker asks for the next chunk as it starts one, so one chunk waits while one is
 processed, and it always finishes a chunk without needing more input (the main process
-may hold back an answer: see process_engine.py). A reader thread drains the main
+may hold back an answer: see dispatch.py). A reader thread drains the main
 process's pipe into queues, so the main process never blocks on a send. Ctrl-C is the
 main process's to handle: workers ignore SIGINT and stop when told to, or when the
 main process's pipe closes (it died).
@@ -43,8 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unsupseg.infer.api import Segmenter, SegmenterConfig
 from unsupseg.infer.inputs import Item
+from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.writers import Segmentation
 
 

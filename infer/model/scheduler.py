@@ -3,7 +3,7 @@
 Pages of the same padded shape, from different images, are collected in a bucket
 per shape and run together, ``batch_size`` at a time (fewer where a batch would
 exceed ``max_batch_pixels``); a page too large for one call runs tile by tile
-(``tiled.run_tiled_page``). Images come back in completion order, each with its
+(``tiles.run_tiled_page``). Images come back in completion order, each with its
 mask and foreground probability, or with the error that failed it.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from unsupseg.core.padding import pad_to_multiple
 from unsupseg.core.polarity import apply_polarity
-from unsupseg.infer.tiled import NormalisedPages, TiledPages, run_tiled_page
+from unsupseg.infer.model.tiles import NormalisedPages, TiledPages, run_tiled_page
 
 
 @dataclass(eq=False)

@@ -1,6 +1,6 @@
 """The pictures of the HTML report: small previews of the inputs it shows, made from the run's files.
 
-For each shown input (``report_select.Entry``), from what the run left on disk:
+For each shown input (``select.py``'s ``Entry``), from what the run left on disk:
 
     KEY.jpg         the input's first page in gray (1st/99th percentiles), at most 256 px a side
     KEY_mask.png    the mask (1-bit), same size
@@ -28,7 +28,7 @@ import numpy as np
 
 from unsupseg.core.imageio import TIFF_SUFFIXES, read_mask, read_pages
 from unsupseg.core.overlay import preview
-from unsupseg.infer.report_select import Entry
+from unsupseg.infer.html.select import Entry
 
 MAX_SIDE = 256  # pixels, the longer side of a preview
 JPEG_QUALITY = 80

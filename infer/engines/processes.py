@@ -9,7 +9,7 @@ N workers use N cores with no interpreter lock between them; the main process on
 plans, hands out chunks, reports results and shows progress. With CUDA (``served``),
 the main process holds the one session of the GPU (I/O binding) and runs the batches
 the workers send it; reading, normalising, padding, the foreground rule and writing
-stay in the workers (workers.py).
+stay in the workers (worker.py).
 
 Chunks: a worker asks for the next chunk as it starts one. Chunks shrink towards the
 end of the run (a quarter of a worker's share of what is left, between one batch and
@@ -40,12 +40,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
-from unsupseg.infer.api import Segmenter, SegmenterConfig
-from unsupseg.infer.engine import OnResult
+from unsupseg.infer.engines.base import OnResult
+from unsupseg.infer.engines.worker import WorkerSpec, worker_main
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.session import usable_cores
-from unsupseg.infer.work import ItemWork
-from unsupseg.infer.workers import WorkerSpec, worker_main
+from unsupseg.infer.items import ItemWork
+from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
+from unsupseg.infer.model.session import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,9 @@ class ProcessEngine:
         if self.start_method == "forkserver":
             # with --device cpu no process looks for CUDA: its libraries would only cost memory
             cuda_check = config.device.kind != "cpu"
-            preload = "unsupseg.infer.forkserver_preload" if cuda_check else "unsupseg.infer.workers"
+            preload = (
+                "unsupseg.infer.engines.forkserver_preload" if cuda_check else "unsupseg.infer.engines.worker"
+            )
             self.ctx.set_forkserver_preload(["__main__", preload])
         t0 = time.perf_counter()
         self.pool = [self._start(i) for i in range(n)]
@@ -143,7 +145,7 @@ class ProcessEngine:
         if self.serve is not None:
             return self.serve
         if config.device.kind == "auto":
-            from unsupseg.infer.session import cuda_problem
+            from unsupseg.infer.model.session import cuda_problem
 
             return cuda_problem(config.device.index) is None
         return config.device.kind == "cuda"
@@ -159,7 +161,7 @@ class ProcessEngine:
     def run(self, items: Sequence[Item], work: ItemWork, on_result: OnResult) -> None:
         if not self.pool:
             raise RuntimeError("ProcessEngine.run before open(config)")
-        from unsupseg.infer.dispatch import Dispatch
+        from unsupseg.infer.engines.dispatch import Dispatch
 
         try:
             Dispatch(self, work, on_result, items).run()

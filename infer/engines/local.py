@@ -1,18 +1,6 @@
-"""Engines: where and how concurrently the items of a run are segmented.
+"""``seginfer --engine local``: one process, one onnxruntime session, reader and writer threads.
 
-Every engine implements the same small protocol, ``Engine``: ``open`` loads the
-model where the run is driven (the run's manifest describes that Segmenter) and
-``run`` processes items with an ``ItemWork``, calling ``on_result`` once per input,
-in the driving thread. ``on_result`` raises when the run must stop (``run_folder``
-does so on a fatal result: the output failed); the engine then takes no new inputs,
-lets the writes it started finish (each is atomic: no partial file) and lets the
-error propagate. ``LocalEngine`` (this module) runs here with threads;
-``ProcessEngine`` (process_engine.py) in worker processes of this machine, each with
-its own session; ``RayEngine`` (ray_engine.py) spreads the items over a Ray cluster.
-``choice.py`` picks between the first two when no engine is named. To add an engine,
-implement the protocol and add it to ``ENGINES``. Optional: ``describe()`` (what the
-manifest records about the engine) and ``close()`` (``run_folder`` calls it after the
-run, or after a failure between ``open`` and ``run``: end what ``open`` started).
+The engine protocol it implements is base.py's.
 """
 
 from __future__ import annotations
@@ -20,32 +8,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol
 
 import numpy as np
 
-from unsupseg.core.errors import UnsupsegError
-from unsupseg.infer.api import Segmenter, SegmenterConfig
+from unsupseg.infer.engines.base import OnResult
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.work import ItemResult, ItemWork
+from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.writers import Segmentation
-
-OnResult = Callable[[ItemResult], None]
-
-
-class EngineError(UnsupsegError):
-    """The engine cannot run the job as a whole (a cluster without GPUs, a worker that died...)."""
-
-
-class Engine(Protocol):
-    name: str
-
-    def open(self, config: SegmenterConfig) -> Segmenter:
-        """Load the model for this run; errors (bad model file, unusable device) raise here."""
-
-    def run(self, items: Iterable[Item], work: ItemWork, on_result: OnResult) -> None:
-        """Process ``items`` in order of submission; ``on_result`` once per input, in this thread.
-        An exception from ``on_result`` stops the run: no new inputs, started writes finish, re-raise."""
 
 
 class LocalEngine:
@@ -224,12 +194,6 @@ class _LocalRun:
                 self.unreported.extend(zip(chunk, fut.result(), strict=True))
         self.writes.clear()
         self._report()
-
-
-def describe_engine(engine) -> dict:
-    """What the manifest records about an engine: its ``describe()``, or at least its name."""
-    describe = getattr(engine, "describe", None)
-    return describe() if describe is not None else {"name": engine.name}
 
 
 ENGINES = ("local", "processes", "ray")

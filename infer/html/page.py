@@ -1,7 +1,7 @@
 """``report.html``: one page that shows where a run's masks are good and where they fail.
 
-    summary.json --(read_summary: rows streamed)--> Selector (worst, random, failed; histogram)
-    shown inputs --(report_previews: inputs, masks, ground truth read back)--> report_files/
+    summary.json --(select.py, read_summary: rows streamed)--> Selector (worst, random, failed; histogram)
+    shown inputs --(previews.py: inputs, masks, ground truth read back)--> report_files/
     manifest(s) + counts + selection --> report.html (inline CSS and SVG, no script)
 
 Made by ``seginfer --html`` at the end of a run and by ``segreport --html FOLDER`` for a
@@ -31,8 +31,8 @@ from urllib.parse import quote
 from unsupseg.core.atomic import write_text_atomic
 from unsupseg.core.html import esc, fmt, kv_table, page, svg_histogram, table
 from unsupseg.core.overlay import MASK_COLOUR, TRUTH_COLOUR
-from unsupseg.infer.report_previews import Preview, make_previews
-from unsupseg.infer.report_select import BINS, FAILED, RANDOM, WORST, Entry, Selection, Selector, read_summary
+from unsupseg.infer.html.previews import Preview, make_previews
+from unsupseg.infer.html.select import BINS, FAILED, RANDOM, WORST, Entry, Selection, Selector, read_summary
 
 FAILURE_ROWS = 1000  # failures listed in the table (all are in summary.json)
 

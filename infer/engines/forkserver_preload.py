@@ -1,4 +1,4 @@
-"""Imported once by the fork server of ``--engine processes`` (process_engine.py) before it forks
+"""Imported once by the fork server of ``--engine processes`` (processes.py) before it forks
 any worker, so that the one-time costs each worker would otherwise pay on start are paid once and
 inherited by every fork: the worker module and what it imports, and the ``dlopen`` of
 onnxruntime's CUDA libraries that the device check makes (about 0.1 s per process here, most of a
@@ -8,6 +8,6 @@ CUDA and the fork server imports the worker module alone.
 """
 
 from unsupseg.infer import workers  # noqa: F401
-from unsupseg.infer.session import _preload_cuda_libraries
+from unsupseg.infer.model.session import _preload_cuda_libraries
 
 _preload_cuda_libraries()

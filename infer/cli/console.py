@@ -57,7 +57,7 @@ class Progress:
 
 def _how(engine) -> str:
     """How an engine runs, in a few words for the banner: processes and threads."""
-    from unsupseg.infer.engine import describe_engine
+    from unsupseg.infer.engines.base import describe_engine
 
     d = describe_engine(engine)
     if d.get("name") == "processes":

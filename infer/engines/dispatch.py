@@ -16,12 +16,12 @@ from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import wait
 
-from unsupseg.infer.engine import EngineError, OnResult
+from unsupseg.infer.engines.base import EngineError, OnResult
+from unsupseg.infer.engines.processes import GUARD_HINT, ProcessEngine, _Worker, chunk_size, take, why_ended
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.process_engine import GUARD_HINT, ProcessEngine, _Worker, chunk_size, take, why_ended
-from unsupseg.infer.work import ItemResult, ItemWork
+from unsupseg.infer.items import ItemResult, ItemWork
 
-log = logging.getLogger("unsupseg.infer.process_engine")
+log = logging.getLogger("unsupseg.infer.engines.processes")
 
 
 class Dispatch:

@@ -16,10 +16,9 @@ import click
 
 from unsupseg import __version__
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
-from unsupseg.infer.api import DEFAULT_BATCH_SIZE
-from unsupseg.infer.cli_engine import engine_options, make_engine
-from unsupseg.infer.cli_objects import labeling_options, object_options
-from unsupseg.infer.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from unsupseg.infer.cli.options import engine_options, labeling_options, make_engine, object_options
+from unsupseg.infer.model.segmenter import DEFAULT_BATCH_SIZE
+from unsupseg.infer.model.tiles import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 
 def _shard(ctx, param, value):
@@ -34,7 +33,7 @@ def _shard(ctx, param, value):
 
 
 def _device(ctx, param, value):
-    from unsupseg.infer.session import parse_device
+    from unsupseg.infer.model.session import parse_device
 
     try:
         parse_device(value)
@@ -223,7 +222,7 @@ def main(**params):
 
 def _run_options(p: dict):
     """The run's options from the command line's (usage errors for combinations that do not fit)."""
-    from unsupseg.infer.api import SegmenterConfig
+    from unsupseg.infer.model.segmenter import SegmenterConfig
     from unsupseg.infer.run import RunOptions
 
     if p["tile_overlap"] * 2 >= p["tile_size"]:
@@ -264,8 +263,8 @@ def _run_options(p: dict):
 def _run(input_path: Path, output: Path, options, engine, quiet: bool, device: str):
     """run_folder with a progress bar; its errors become seginfer's messages and exit codes."""
     from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
-    from unsupseg.infer.console import Progress, resume_command, stop_message
-    from unsupseg.infer.engine import EngineError
+    from unsupseg.infer.cli.console import Progress, resume_command, stop_message
+    from unsupseg.infer.engines.base import EngineError
     from unsupseg.infer.faults import RunStopped
     from unsupseg.infer.inputs import InputError
     from unsupseg.infer.run import run_folder

@@ -1,7 +1,7 @@
 """``segreport``: merge the per-shard summaries of ``seginfer --shard I/N`` into one report,
 and write the HTML report of a merged or finished run (``--html``).
 
-A thin layer over ``unsupseg.infer.merge`` and ``unsupseg.infer.report_html``. Exit codes
+A thin layer over ``unsupseg.infer.merge`` and ``unsupseg.infer.html.page``. Exit codes
 follow ``seginfer``: 0 all inputs written, 1 the report has failed inputs, 2 usage error
 (no shard files, shards missing or stopped, mixed runs, summary.json or report.html already
 there, another run of summary.json into the folder is on), 3 the report could not be
@@ -112,7 +112,7 @@ def _page_only(files, overwrite: bool, quiet: bool) -> int:
 
 
 def _write_page(files, manifests: list[Path], quiet: bool):
-    from unsupseg.infer.report_html import build_report
+    from unsupseg.infer.html.page import build_report
 
     try:
         page = build_report(files.summary, manifests, files.html)

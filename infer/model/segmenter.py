@@ -7,7 +7,7 @@ exactly this class:
           --> crop / blend --> threshold --> polarity --> mask (P, H, W) bool, prob (P, H, W)
 
 The pieces live in their own modules: the onnxruntime session (session.py), the
-batching scheduler (scheduler.py), large pages tile by tile (tiled.py, tiling.py)
+batching scheduler (scheduler.py), large pages tile by tile (tiles.py)
 and the foreground rule (polarity.py). The returned probability is that of the
 foreground.
 """
@@ -27,12 +27,11 @@ from unsupseg.core.imageio import check_pages
 from unsupseg.core.labels import DEFAULT_MIN_DISTANCE, Labeling
 from unsupseg.core.modelcard import POLARITY_RULES, ModelCard
 from unsupseg.core.normalize import histogram_dtype
-from unsupseg.core.polarity import apply_polarity  # noqa: F401  (re-exported: the rule of predict)
-from unsupseg.infer.postprocess import Cleanup
-from unsupseg.infer.scheduler import BatchScheduler
-from unsupseg.infer.session import DeviceRequest, parse_device
-from unsupseg.infer.tiled import TiledPages
-from unsupseg.infer.tiling import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TileGrid, round_up
+from unsupseg.core.padding import round_up
+from unsupseg.infer.model.postprocess import Cleanup
+from unsupseg.infer.model.scheduler import BatchScheduler
+from unsupseg.infer.model.session import DeviceRequest, parse_device
+from unsupseg.infer.model.tiles import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE, TiledPages, TileGrid
 
 DEFAULT_BATCH_SIZE = 8
 # Pixels per onnxruntime call: batches of large images or tiles are cut to this many
@@ -42,8 +41,8 @@ MAX_BATCH_PIXELS = DEFAULT_TILE_SIZE * DEFAULT_TILE_SIZE
 
 
 def default_model_path() -> Path:
-    """The model shipped inside the package (infer/models/default.onnx)."""
-    path = Path(str(resources.files("unsupseg.infer") / "models" / "default.onnx"))
+    """The model shipped inside the package (infer/model/default.onnx)."""
+    path = Path(str(resources.files("unsupseg.infer.model") / "default.onnx"))
     if not path.is_file():
         raise ModelFileError(
             f"no packaged default model at {path}; pass --model MODEL.onnx "
@@ -112,7 +111,7 @@ class Segmenter:
         labels_3d: bool = False,
         session=None,
     ):
-        from unsupseg.infer.session import OnnxSession
+        from unsupseg.infer.model.session import OnnxSession
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

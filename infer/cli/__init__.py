@@ -1,0 +1,1 @@
+"""The command lines over ``unsupseg.infer``: ``seginfer`` (seginfer.py) and ``segreport`` (segreport.py)."""

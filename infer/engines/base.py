@@ -1,0 +1,49 @@
+"""The engine protocol: where and how concurrently the items of a run are segmented.
+
+Every engine implements the same small protocol, ``Engine``: ``open`` loads the
+model where the run is driven (the run's manifest describes that Segmenter) and
+``run`` processes items with an ``ItemWork``, calling ``on_result`` once per input,
+in the driving thread. ``on_result`` raises when the run must stop (``run_folder``
+does so on a fatal result: the output failed); the engine then takes no new inputs,
+lets the writes it started finish (each is atomic: no partial file) and lets the
+error propagate. ``LocalEngine`` (local.py) runs here with threads;
+``ProcessEngine`` (processes.py) in worker processes of this machine, each with
+its own session; ``RayEngine`` (ray.py) spreads the items over a Ray cluster.
+``registry.py`` picks between the first two when no engine is named. To add an engine,
+implement the protocol and add it to ``ENGINES``. Optional: ``describe()`` (what the
+manifest records about the engine) and ``close()`` (``run_folder`` calls it after the
+run, or after a failure between ``open`` and ``run``: end what ``open`` started).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from unsupseg.core.errors import UnsupsegError
+from unsupseg.infer.inputs import Item
+from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
+
+OnResult = Callable[[ItemResult], None]
+
+
+class EngineError(UnsupsegError):
+    """The engine cannot run the job as a whole (a cluster without GPUs, a worker that died...)."""
+
+
+class Engine(Protocol):
+    name: str
+
+    def open(self, config: SegmenterConfig) -> Segmenter:
+        """Load the model for this run; errors (bad model file, unusable device) raise here."""
+
+    def run(self, items: Iterable[Item], work: ItemWork, on_result: OnResult) -> None:
+        """Process ``items`` in order of submission; ``on_result`` once per input, in this thread.
+        An exception from ``on_result`` stops the run: no new inputs, started writes finish, re-raise."""
+
+
+def describe_engine(engine) -> dict:
+    """What the manifest records about an engine: its ``describe()``, or at least its name."""
+    describe = getattr(engine, "describe", None)
+    return describe() if describe is not None else {"name": engine.name}
