@@ -74,32 +74,3 @@ def output_error(error: OSError, what: str, output: str | os.PathLike | None) ->
     """An OSError of a run-level step as an OutputError: every such step writes into the
     output folder, so each is the output's problem."""
     return OutputError(f"cannot {what}: {why(error, output)}")
-
-
-class RunStopped(OutputError):
-    """A run stopped because of its output; what was done is kept (complete masks, the
-    summary so far when it could be written) and ``skip_existing`` resumes it."""
-
-    def __init__(
-        self,
-        reason: str,
-        n_images: int,
-        n_written: int,
-        n_skipped: int = 0,
-        summary: str | None = None,
-        unwritten: tuple[str, ...] = (),
-    ):
-        self.reason = reason  # what happened, naming the file or folder
-        self.n_images, self.n_written, self.n_skipped = n_images, n_written, n_skipped
-        self.summary = summary  # path of the summary written so far, None when it could not be
-        self.unwritten = unwritten  # run files that could not be written, each with why
-        super().__init__(f"{reason}. {self.progress()} Resume with skip_existing (--skip-existing).")
-
-    def progress(self) -> str:
-        """How far the run got and where that is recorded."""
-        kept = f" ({self.n_skipped} more kept from before)" if self.n_skipped else ""
-        done = f"{self.n_written} of {self.n_images} masks written{kept}, none partial"
-        where = [f"summary so far in {self.summary}"] if self.summary else []
-        if not self.summary and not self.unwritten:
-            where = ["no summary written"]
-        return "; ".join([done, *where, *self.unwritten]) + "."

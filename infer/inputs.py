@@ -21,15 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from unsupseg.core.errors import UnsupsegError
 from unsupseg.core.files import iter_image_files
 from unsupseg.core.imageio import IMAGE_SUFFIXES
+from unsupseg.infer.errors import InputError
 
 LIST_SUFFIXES = (".txt",)
-
-
-class InputError(UnsupsegError):
-    """The --input/--output combination cannot be run (no images, output inside input...)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unsupseg.core.errors import UnsupsegError
+from unsupseg.infer.errors import MergeError
 from unsupseg.infer.report import FIELDS, OPTIONAL_FIELDS, CaseResult, Report
 from unsupseg.infer.runfiles import SHARD_SUMMARY, SHARD_SUMMARY_GLOB, RunFiles
 from unsupseg.infer.writers import WRITERS
@@ -26,10 +26,6 @@ _BASE_FIELDS = set(FIELDS)  # in every row
 _ALLOWED_FIELDS = _BASE_FIELDS | set(OPTIONAL_FIELDS)
 # the per-run tables a shard may have written: name -> columns
 _TABLES = {w.table: w.fields for w in WRITERS.values() if w.table}
-
-
-class MergeError(UnsupsegError):
-    """The shard files of a folder cannot be merged (none, missing shards, mixed runs)."""
 
 
 @dataclass

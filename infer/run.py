@@ -33,9 +33,10 @@ from unsupseg.core.errors import OutputError, OutputExistsError
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.engines.base import Engine, describe_engine
 from unsupseg.infer.engines.registry import choose_engine
-from unsupseg.infer.faults import RunStopped, output_error, why
+from unsupseg.infer.errors import InputError, RunStopped
+from unsupseg.infer.faults import output_error, why
 from unsupseg.infer.html.page import PageResult, build_report
-from unsupseg.infer.inputs import InputError, Inputs, Plan, gather_inputs, plan_items
+from unsupseg.infer.inputs import Inputs, Plan, gather_inputs, plan_items
 from unsupseg.infer.items import ItemResult, ItemWork
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.report import Report, describe_error

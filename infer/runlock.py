@@ -31,16 +31,12 @@ import time
 from pathlib import Path
 
 from unsupseg.core.atomic import owner_tag, remove_stale_temps
-from unsupseg.core.errors import UnsupsegError
+from unsupseg.infer.errors import RunLockedError
 from unsupseg.infer.faults import output_error
 from unsupseg.infer.runfiles import RunFiles
 
 log = logging.getLogger(__name__)
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file system without locks
-
-
-class RunLockedError(UnsupsegError):
-    """Another live run writes the same run files into the same folder."""
 
 
 def _try_lock(fd: int) -> bool:

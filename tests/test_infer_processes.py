@@ -14,9 +14,9 @@ import tifffile
 from test_infer_cli import _engine_args, _engine_folder, _make_folder, _mask_files, _run, _same_run_files
 
 from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
-from unsupseg.infer.engines.base import EngineError
 from unsupseg.infer.engines.local import LocalEngine
 from unsupseg.infer.engines.processes import ProcessEngine
+from unsupseg.infer.errors import EngineError
 from unsupseg.infer.writers import WRITERS
 
 N_IMAGES = 12

@@ -152,7 +152,7 @@ def test_every_engine_stops_on_an_output_fault(
     import os
 
     import unsupseg.infer.writers.mask as mask_writer
-    from unsupseg.infer.faults import RunStopped
+    from unsupseg.infer.errors import RunStopped
 
     _make_folder(tmp_path / "in", infer_disk_image, n=6)
     real, written = mask_writer.write_mask, []

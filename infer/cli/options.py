@@ -115,10 +115,7 @@ def make_engine(name: str, workers: int | None, ray_address: str | None, ray_act
         return ProcessEngine(workers)
     if name == "auto":
         return None
-    from unsupseg.infer.engines.ray import RayEngine, RayEngineError, require_ray
+    from unsupseg.infer.engines.ray import RayEngine, require_ray
 
-    try:
-        require_ray()
-    except RayEngineError as e:
-        raise click.UsageError(str(e)) from None
+    require_ray()  # EngineChoiceError: a usage error
     return RayEngine(ray_address, ray_actors)

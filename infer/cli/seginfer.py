@@ -1,7 +1,7 @@
 """``seginfer``: segment a folder of images with an unsupseg ONNX model.
 
 A thin layer over ``unsupseg.infer.run.run_folder``: parse and check the arguments,
-run, print a short report. Exit codes (DESIGN.md): 0 all inputs written, 1 some
+run, print a short report. Exit codes (exits.py): 0 all inputs written, 1 some
 inputs failed (the rest were written), 2 usage error, 3 the run stopped because of
 its output (disk full, read-only, folder removed, permission denied).
 """
@@ -16,9 +16,13 @@ import click
 
 from unsupseg import __version__
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
+from unsupseg.infer.cli.console import Progress, resume_command, stop_message
+from unsupseg.infer.cli.exits import exit_codes, exit_if_failed
 from unsupseg.infer.cli.options import engine_options, labeling_options, make_engine, object_options
-from unsupseg.infer.model.segmenter import DEFAULT_BATCH_SIZE
+from unsupseg.infer.errors import RunStopped
+from unsupseg.infer.model.segmenter import DEFAULT_BATCH_SIZE, SegmenterConfig
 from unsupseg.infer.model.tiles import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
+from unsupseg.infer.run import RunOptions, run_folder
 
 
 def _shard(ctx, param, value):
@@ -207,24 +211,25 @@ def main(**params):
     )
     if not verbose:  # tifffile's notes on odd files; a file it cannot read is named by our own message
         logging.getLogger("tifffile").setLevel(logging.ERROR)
-    options = _run_options(params)
-    engine = make_engine(params["engine"], params["workers"], params["ray_address"], params["ray_actors"])
-    _quiet_pillow_bomb_warning()
-    result = _run(params["input_path"], params["output"], options, engine, quiet, params["device"])
+    ctx = click.get_current_context()
+    progress = Progress(quiet, params["device"])
+    with exit_codes((RunStopped,), lambda e: stop_message(e, resume_command(ctx))):
+        options = _run_options(params)
+        engine = make_engine(params["engine"], params["workers"], params["ray_address"], params["ray_actors"])
+        _quiet_pillow_bomb_warning()
+        try:
+            result = run_folder(params["input_path"], params["output"], options, engine, progress, ctx.params)
+        finally:
+            progress.close()
     if not quiet:
         click.echo(result.table)
         if result.page is not None:
             click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
-    if result.n_failed:
-        click.echo(f"seginfer: {result.n_failed} input(s) failed; see {result.files.summary}", err=True)
-        sys.exit(1)
+    exit_if_failed("seginfer", result.n_failed, result.files.summary)
 
 
 def _run_options(p: dict):
     """The run's options from the command line's (usage errors for combinations that do not fit)."""
-    from unsupseg.infer.model.segmenter import SegmenterConfig
-    from unsupseg.infer.run import RunOptions
-
     if p["tile_overlap"] * 2 >= p["tile_size"]:
         raise click.BadParameter(
             f"must be less than half of --tile-size ({p['tile_size']})", param_hint="--tile-overlap"
@@ -258,36 +263,6 @@ def _run_options(p: dict):
         max_megapixels=p["max_megapixels"],
         html=p["html"],
     )
-
-
-def _run(input_path: Path, output: Path, options, engine, quiet: bool, device: str):
-    """run_folder with a progress bar; its errors become seginfer's messages and exit codes."""
-    from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
-    from unsupseg.infer.cli.console import Progress, resume_command, stop_message
-    from unsupseg.infer.engines.base import EngineError
-    from unsupseg.infer.faults import RunStopped
-    from unsupseg.infer.inputs import InputError
-    from unsupseg.infer.run import run_folder
-    from unsupseg.infer.runlock import RunLockedError
-
-    progress = Progress(quiet, device)
-    ctx = click.get_current_context()
-    try:
-        return run_folder(input_path, output, options, engine, progress, args=ctx.params)
-    except RunStopped as e:
-        progress.close()
-        click.echo(stop_message(e, resume_command(ctx)), err=True)
-        sys.exit(3)
-    except (InputError, OutputExistsError, ImageReadError, RunLockedError) as e:
-        raise click.UsageError(str(e)) from None
-    except DeviceError as e:
-        raise click.BadParameter(str(e), param_hint="--device") from None
-    except ModelFileError as e:
-        raise click.BadParameter(str(e), param_hint="--model") from None
-    except EngineError as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        progress.close()
 
 
 def _quiet_pillow_bomb_warning() -> None:

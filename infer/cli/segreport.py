@@ -10,12 +10,18 @@ written (the folder is full, read-only, removed, permission denied).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from unsupseg import __version__
+from unsupseg.core.errors import OutputError
+from unsupseg.infer.cli.exits import exit_codes, exit_if_failed
+from unsupseg.infer.faults import why
+from unsupseg.infer.html.page import build_report
+from unsupseg.infer.merge import merge_shards
+from unsupseg.infer.runfiles import SHARD_SUMMARY_GLOB, RunFiles
+from unsupseg.infer.runlock import RunLock
 
 
 @click.command(
@@ -50,38 +56,24 @@ def main(folder, html, overwrite, quiet):
     in summary.json), 2 usage error, 3 the report could not be written (full, read-only
     or removed folder, permission denied; nothing partial is left).
     """
-    from unsupseg.core.errors import OutputError
-    from unsupseg.infer.runfiles import SHARD_SUMMARY_GLOB, RunFiles
-    from unsupseg.infer.runlock import RunLock, RunLockedError
-
     files = RunFiles(folder)  # summary.json, report.csv: the run files of an unsharded seginfer
-    try:
-        with RunLock(files):
-            if html and not any(folder.glob(SHARD_SUMMARY_GLOB)):
-                n_failed = _page_only(files, overwrite, quiet)
-            else:
-                n_failed = _merge(files, overwrite, quiet, html)
-    except RunLockedError as e:
-        raise click.UsageError(str(e)) from None
-    except (OutputError, OSError) as e:
-        from unsupseg.infer.faults import why
 
-        click.echo(f"segreport: stopped: cannot write the report into {folder}: {why(e, folder)}", err=True)
-        sys.exit(3)
-    if n_failed:
-        click.echo(f"segreport: {n_failed} input(s) failed; see {files.summary}", err=True)
-        sys.exit(1)
+    def stopped(e: BaseException) -> str:
+        return f"segreport: stopped: cannot write the report into {folder}: {why(e, folder)}"
+
+    with exit_codes((OutputError, OSError), stopped), RunLock(files):
+        if html and not any(folder.glob(SHARD_SUMMARY_GLOB)):
+            n_failed = _page_only(files, overwrite, quiet)
+        else:
+            n_failed = _merge(files, overwrite, quiet, html)
+    exit_if_failed("segreport", n_failed, files.summary)
 
 
 def _merge(files, overwrite: bool, quiet: bool, html: bool) -> int:
     """Merge the shards (and write the page); the number of failed inputs."""
-    from unsupseg.infer.merge import MergeError, merge_shards
-
     summary, csv = files.summary, files.report
-    try:  # the rows go to a hidden temporary file in FOLDER, removed at the end
-        merged = merge_shards(files.folder, spool=files.spool())
-    except MergeError as e:
-        raise click.UsageError(str(e)) from None
+    # the rows go to a hidden temporary file in FOLDER, removed at the end
+    merged = merge_shards(files.folder, spool=files.spool())
     with merged.report as report:
         tables = {name: files.table(name) for name in merged.tables}
         targets = [summary] + ([csv] if merged.with_csv else []) + list(tables.values())
@@ -112,8 +104,6 @@ def _page_only(files, overwrite: bool, quiet: bool) -> int:
 
 
 def _write_page(files, manifests: list[Path], quiet: bool):
-    from unsupseg.infer.html.page import build_report
-
     try:
         page = build_report(files.summary, manifests, files.html)
     except ValueError as e:

@@ -20,16 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from unsupseg.core.errors import UnsupsegError
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.items import ItemResult, ItemWork
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 
 OnResult = Callable[[ItemResult], None]
-
-
-class EngineError(UnsupsegError):
-    """The engine cannot run the job as a whole (a cluster without GPUs, a worker that died...)."""
 
 
 class Engine(Protocol):

@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import wait
 
-from unsupseg.infer.engines.base import EngineError, OnResult
+from unsupseg.infer.engines.base import OnResult
 from unsupseg.infer.engines.processes import GUARD_HINT, ProcessEngine, _Worker, chunk_size, take, why_ended
+from unsupseg.infer.errors import EngineError
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.items import ItemResult, ItemWork
 

@@ -21,8 +21,9 @@ import os
 import pickle
 from collections.abc import Sequence
 
-from unsupseg.infer.engines.base import EngineError, OnResult
+from unsupseg.infer.engines.base import OnResult
 from unsupseg.infer.engines.local import LocalEngine
+from unsupseg.infer.errors import EngineChoiceError, EngineError
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.items import ItemResult, ItemWork
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
@@ -31,17 +32,13 @@ INSTALL_HINT = 'pip install "unsupseg[ray]"'
 MAX_FILES_PER_BATCH = 256  # files per actor call: small enough to balance, large enough to batch
 
 
-class RayEngineError(EngineError):
-    """Ray is missing, or the cluster cannot run the job (no GPU for --device cuda...)."""
-
-
 def require_ray():
-    """Import ray (and ray.data) or raise RayEngineError saying how to install it."""
+    """Import ray (and ray.data) or raise EngineChoiceError saying how to install it."""
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError as e:
-        raise RayEngineError(f"--engine ray needs Ray ({e}); install it with: {INSTALL_HINT}") from None
+        raise EngineChoiceError(f"--engine ray needs Ray ({e}); install it with: {INSTALL_HINT}") from None
     return ray
 
 
@@ -52,7 +49,7 @@ class SegmentActor:
         try:  # relative --input/--output paths mean what they meant to the driver
             os.chdir(cwd)
         except OSError as e:
-            raise RayEngineError(
+            raise EngineError(
                 f"worker cannot enter the driver's folder {cwd} ({e}); pass absolute --input/--output "
                 "paths on a file system all nodes share"
             ) from None
@@ -106,7 +103,7 @@ class RayEngine:
                     for payload in batch["result"]:
                         on_result(pickle.loads(payload))
             except ray.exceptions.RayError as e:  # an actor could not start or died: the run stops
-                raise RayEngineError(f"the Ray job failed: {e}") from None
+                raise EngineError(f"the Ray job failed: {e}") from None
         finally:
             if started:
                 ray.shutdown()
@@ -121,7 +118,7 @@ class RayEngine:
         kind = config.device.kind
         gpus = ray.cluster_resources().get("GPU", 0)
         if kind == "cuda" and gpus < 1:
-            raise RayEngineError(
+            raise EngineError(
                 f"--device {config.device}: the Ray cluster has no GPU; use --device cpu or auto, "
                 "or add GPU workers to the cluster"
             )
