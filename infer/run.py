@@ -10,9 +10,10 @@ Python users get the same files, overwrite and resume rules as the command:
     from unsupseg.infer import RunOptions, run_folder
     result = run_folder("images/", "masks/", RunOptions(masks="truth/", outputs=("prob",)))
 
-The engine is the one ``engines/registry.py`` picks for the machine and the images unless one is
-passed (worker processes for many small images: a script that calls ``run_folder`` must
-then do so under ``if __name__ == "__main__":``, as Python's multiprocessing requires).
+The engine is the one passed, or the one an ``EngineChoice`` names; by default (``auto``)
+``engines/registry.py`` picks it for the machine and the images (worker processes for many
+small images: a script that calls ``run_folder`` must then do so under
+``if __name__ == "__main__":``, as Python's multiprocessing requires).
 
 A failed input fails alone; a failed output stops the run (``faults.py``): the run
 raises ``RunStopped`` after writing the summary of what it did, when it can.
@@ -32,7 +33,7 @@ from unsupseg.core.atomic import write_text_atomic, writing_for
 from unsupseg.core.errors import OutputError, OutputExistsError
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.engines.base import Engine, describe_engine
-from unsupseg.infer.engines.registry import choose_engine
+from unsupseg.infer.engines.registry import EngineChoice, choose_engine
 from unsupseg.infer.errors import InputError, RunStopped
 from unsupseg.infer.faults import output_error, why
 from unsupseg.infer.html.page import PageResult, build_report
@@ -104,7 +105,7 @@ def run_folder(
     inputs: str | os.PathLike | Inputs,
     output: str | os.PathLike,
     options: RunOptions | None = None,
-    engine: Engine | None = None,
+    engine: Engine | EngineChoice | None = None,
     progress: RunProgress | None = None,
     args: dict | None = None,
 ) -> RunResult:
@@ -114,8 +115,9 @@ def run_folder(
     input, conflicting options), ``OutputExistsError`` (outputs exist and neither
     ``overwrite`` nor ``skip_existing``), ``ModelFileError``/``DeviceError`` (model or
     device), ``ImageReadError`` (the masks folder), ``RunLockedError`` (a run of the same
-    run files into ``output`` is on). Per-input failures do not raise: they are in
-    ``result.report.failed`` and summary.json. When the output fails (file system full
+    run files into ``output`` is on), ``EngineChoiceError`` (an engine's options that do
+    not fit it). Per-input failures do not raise: they are in ``result.summary["failed"]``
+    and summary.json. When the output fails (file system full
     or read-only, folder removed, permission denied) the run stops and raises
     ``RunStopped``: every mask on disk is complete, the summary so far is written when it
     can be, and ``skip_existing`` resumes. ``args``: the arguments to record in the
@@ -125,7 +127,7 @@ def run_folder(
     progress = progress or _Silent()
     output = Path(output)
     items, work = plan_run(inputs, output, options)
-    engine = engine or choose_engine(items, options.segmenter)
+    engine = choose_engine(engine, items, options.segmenter)
     segmenter = engine.open(options.segmenter)
     try:
         return _run(items, work, engine, segmenter, RunFiles(output, options.shard), options, progress, args)

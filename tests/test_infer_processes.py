@@ -146,7 +146,7 @@ def test_a_killed_worker_is_replaced_and_its_inputs_retried(tmp_path, many, infe
     images, local = many
     outputs = crash(marker=str(tmp_path / "killed"), after=3)  # one worker kills itself on its 3rd write
     engine = ProcessEngine(2)
-    caplog.set_level(logging.WARNING, logger="unsupseg.infer.engines.processes")
+    caplog.set_level(logging.WARNING, logger="unsupseg.infer.engines")
     result = run_folder(
         images, tmp_path / "procs", _options(infer_model_path, outputs=outputs), engine=engine
     )
@@ -241,25 +241,25 @@ def test_an_output_fault_in_the_workers_stops_the_run(folder, local_run, infer_m
     ],
 )
 def test_auto_rule(tmp_path, infer_disk_image, monkeypatch, cores, threads, n, side, want):
-    from unsupseg.infer.engines import registry as choice
+    from unsupseg.infer.engines import registry
     from unsupseg.infer.inputs import gather_inputs, plan_items
 
     _make_folder(tmp_path / "in", infer_disk_image, n=1, shape=(side, side))
     for i in range(1, n):
         shutil.copy(tmp_path / "in" / "img0.png", tmp_path / "in" / f"img{i}.png")
     items = plan_items(gather_inputs(tmp_path / "in"), tmp_path / "out")
-    monkeypatch.setattr(choice, "usable_cores", lambda: cores)
-    engine = choice.choose_engine(items, SegmenterConfig(threads=threads))
+    monkeypatch.setattr(registry, "usable_cores", lambda: cores)
+    engine = registry.choose_engine(None, items, SegmenterConfig(threads=threads))
     assert engine.name == want
 
 
 def test_auto_picks_processes_for_many_small_images(
     tmp_path, infer_disk_image, infer_model_path, monkeypatch
 ):
-    from unsupseg.infer.engines import registry as choice
+    from unsupseg.infer.engines import registry
 
-    monkeypatch.setattr(choice, "usable_cores", lambda: 2)
-    monkeypatch.setattr(choice, "MIN_INPUTS", 4)
+    monkeypatch.setattr(registry, "usable_cores", lambda: 2)
+    monkeypatch.setattr(registry, "MIN_INPUTS", 4)
     _make_folder(tmp_path / "in", infer_disk_image, n=6)
     r = _run(["--input", tmp_path / "in", "--output", tmp_path / "out"], infer_model_path, quiet=False)
     assert r.exit_code == 0, r.output
@@ -286,4 +286,44 @@ def test_a_broken_model_stops_before_anything_is_written(tmp_path, infer_disk_im
     assert not (tmp_path / "out").exists()
     with pytest.raises(Exception, match="cannot load this model"):
         engine.open(SegmenterConfig(model=bad, device="cpu"))
-    assert engine.pool == []  # ended
+    assert engine.pool is None  # ended
+
+
+def test_the_registry_drives_the_engine_option():
+    """--engine's choices and help come from the registry: every engine, its summary, the auto rule."""
+    from unsupseg.infer.cli.seginfer import main
+    from unsupseg.infer.engines.registry import ENGINES, RULE
+
+    (option,) = [p for p in main.params if p.name == "engine"]
+    assert list(option.type.choices) == ["auto", *ENGINES]
+    for name, cls in ENGINES.items():
+        assert f"{name}: {cls.summary}" in option.help
+    assert option.help.endswith(RULE)
+
+
+@pytest.mark.parametrize(
+    "name, options, error",
+    [
+        ("local", {"workers": 2}, "--workers needs --engine processes (or auto), not --engine local"),
+        ("ray", {"workers": 2}, "--workers needs --engine processes (or auto), not --engine ray"),
+        ("auto", {"ray_address": "auto"}, "--ray-address and --ray-actors need --engine ray"),
+        ("processes", {"ray_actors": 2}, "--ray-address and --ray-actors need --engine ray"),
+    ],
+)
+def test_engine_options_that_do_not_fit_are_refused(name, options, error):
+    from unsupseg.infer.engines.registry import EngineChoice
+    from unsupseg.infer.errors import EngineChoiceError
+
+    with pytest.raises(EngineChoiceError) as e:
+        EngineChoice(name, options)
+    assert str(e.value) == error
+
+
+def test_workers_with_auto_mean_worker_processes():
+    from unsupseg.infer.engines.registry import EngineChoice, choose_engine
+
+    engine = choose_engine(EngineChoice("auto", {"workers": 3}), [], SegmenterConfig())
+    assert isinstance(engine, ProcessEngine) and engine.workers == 3
+    assert choose_engine(EngineChoice("auto"), [], SegmenterConfig()).name == "local"  # few inputs
+    given = LocalEngine()
+    assert choose_engine(given, [], SegmenterConfig()) is given

@@ -1,12 +1,42 @@
-"""``seginfer``'s groups of options and their checks: objects (--labels, --split, --min-distance,
---labels-3d, --rois) and engines (--engine, --workers, --ray-address, --ray-actors)."""
+"""``seginfer``'s options that need more than click's types: the callbacks that parse --shard and
+--device, the groups of options for objects (--labels, --split, --min-distance, --labels-3d,
+--rois) and engines (--engine, --workers, --ray-address, --ray-actors), and the translation of
+the command line into ``RunOptions`` and an ``EngineChoice``, with the usage errors of
+combinations that do not fit."""
 
 from __future__ import annotations
 
 import click
 
 from unsupseg.core.labels import DEFAULT_MIN_DISTANCE
-from unsupseg.infer.engines.registry import RULE
+from unsupseg.infer.engines.registry import AUTO, NAMES, OPTIONS, EngineChoice, engine_help
+from unsupseg.infer.inputs import parse_shard
+from unsupseg.infer.model.segmenter import SegmenterConfig
+from unsupseg.infer.model.session import parse_device
+from unsupseg.infer.run import RunOptions
+
+# the extra outputs by writer name, and the flag that asks for each
+OUTPUT_FLAGS = ("prob", "save_prob"), ("labels", "labels"), ("rois", "rois"), ("overlay", "overlays")
+
+
+def shard_option(ctx, param, value):
+    """--shard I/N, parsed to (I, N)."""
+    if value is None:
+        return None
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+
+
+def device_option(ctx, param, value):
+    """--device, checked (the run parses it again where it is used)."""
+    try:
+        parse_device(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx, param) from None
+    return value
+
 
 _OBJECT_OPTIONS = [
     click.option(
@@ -46,29 +76,13 @@ def object_options(f):
     return f
 
 
-def labeling_options(labels, rois, masks, split, min_distance, labels_3d) -> dict:
-    """The ``SegmenterConfig`` fields of the labelling; a usage error when nothing would use them."""
-    if (split or min_distance is not None or labels_3d) and not (labels or rois or masks):
-        raise click.UsageError(
-            "--split, --min-distance and --labels-3d shape instance labels; add --labels, --rois or "
-            "--masks with instance ground truth"
-        )
-    if min_distance is not None and not split:
-        raise click.BadParameter("needs --split", param_hint="--min-distance")
-    return {"split": split, "min_distance": min_distance or DEFAULT_MIN_DISTANCE, "labels_3d": labels_3d}
-
-
 _ENGINE_OPTIONS = [
     click.option(
         "--engine",
-        type=click.Choice(["auto", "local", "processes", "ray"]),
-        default="auto",
+        type=click.Choice(NAMES),
+        default=AUTO,
         show_default=True,
-        help=f"Where the images are segmented. local: one process, one onnxruntime session, reader and "
-        "writer threads. processes: worker processes, each with its own session of --threads threads, "
-        "reading, segmenting and writing its share (with --device cuda the main process runs the one GPU "
-        f'session and the workers feed it). ray: a Ray cluster (pip install "unsupseg[ray]"; --output '
-        f"on a file system all nodes share). {RULE}",
+        help=engine_help(),
     ),
     click.option(
         "--workers",
@@ -98,24 +112,52 @@ def engine_options(f):
     return f
 
 
-def make_engine(name: str, workers: int | None, ray_address: str | None, ray_actors: int | None):
-    """The engine the options name; None for auto (``run_folder`` chooses, ``engines/registry.py``).
-    A usage error when an option does not fit the engine or the engine's package is missing."""
-    if name != "ray" and (ray_address or ray_actors):
-        raise click.UsageError("--ray-address and --ray-actors need --engine ray")
-    if workers is not None and name not in ("auto", "processes"):
-        raise click.UsageError(f"--workers needs --engine processes (or auto), not --engine {name}")
-    if name == "local":
-        from unsupseg.infer.engines.local import LocalEngine
+def run_options(p: dict) -> RunOptions:
+    """The run's options from the command line's (usage errors for combinations that do not fit)."""
+    if p["tile_overlap"] * 2 >= p["tile_size"]:
+        raise click.BadParameter(
+            f"must be less than half of --tile-size ({p['tile_size']})", param_hint="--tile-overlap"
+        )
+    segmenter = SegmenterConfig(
+        model=p["model"],
+        device=p["device"],
+        threads=p["threads"],
+        tile_size=p["tile_size"],
+        tile_overlap=p["tile_overlap"],
+        batch_size=p["batch_size"],
+        threshold=p["threshold"],
+        foreground=p["foreground"],
+        min_size=p["min_size"],
+        fill_holes=p["fill_holes"],
+        **_labeling(p["labels"], p["rois"], p["masks"], p["split"], p["min_distance"], p["labels_3d"]),
+    )
+    return RunOptions(
+        segmenter=segmenter,
+        recursive=p["recursive"],
+        shard=p["shard"],
+        fmt=p["fmt"],
+        outputs=tuple(name for name, flag in OUTPUT_FLAGS if p[flag]),
+        masks=p["masks"],
+        overwrite=p["overwrite"],
+        skip_existing=p["skip_existing"],
+        max_megapixels=p["max_megapixels"],
+        html=p["html"],
+    )
 
-        return LocalEngine()
-    if name == "processes" or workers is not None:
-        from unsupseg.infer.engines.processes import ProcessEngine
 
-        return ProcessEngine(workers)
-    if name == "auto":
-        return None
-    from unsupseg.infer.engines.ray import RayEngine, require_ray
+def _labeling(labels, rois, masks, split, min_distance, labels_3d) -> dict:
+    """The ``SegmenterConfig`` fields of the labelling; a usage error when nothing would use them."""
+    if (split or min_distance is not None or labels_3d) and not (labels or rois or masks):
+        raise click.UsageError(
+            "--split, --min-distance and --labels-3d shape instance labels; add --labels, --rois or "
+            "--masks with instance ground truth"
+        )
+    if min_distance is not None and not split:
+        raise click.BadParameter("needs --split", param_hint="--min-distance")
+    return {"split": split, "min_distance": min_distance or DEFAULT_MIN_DISTANCE, "labels_3d": labels_3d}
 
-    require_ray()  # EngineChoiceError: a usage error
-    return RayEngine(ray_address, ray_actors)
+
+def engine_choice(p: dict) -> EngineChoice:
+    """The engine the command line asks for (an EngineChoiceError, a usage error, when its options
+    do not fit it or its package is missing)."""
+    return EngineChoice(p["engine"], {option: p[option] for option in OPTIONS})

@@ -18,32 +18,18 @@ from unsupseg import __version__
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.cli.console import Progress, resume_command, stop_message
 from unsupseg.infer.cli.exits import exit_codes, exit_if_failed
-from unsupseg.infer.cli.options import engine_options, labeling_options, make_engine, object_options
+from unsupseg.infer.cli.options import (
+    device_option,
+    engine_choice,
+    engine_options,
+    object_options,
+    run_options,
+    shard_option,
+)
 from unsupseg.infer.errors import RunStopped
-from unsupseg.infer.model.segmenter import DEFAULT_BATCH_SIZE, SegmenterConfig
+from unsupseg.infer.model.segmenter import DEFAULT_BATCH_SIZE
 from unsupseg.infer.model.tiles import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
-from unsupseg.infer.run import RunOptions, run_folder
-
-
-def _shard(ctx, param, value):
-    if value is None:
-        return None
-    from unsupseg.infer.inputs import parse_shard
-
-    try:
-        return parse_shard(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), ctx, param) from None
-
-
-def _device(ctx, param, value):
-    from unsupseg.infer.model.session import parse_device
-
-    try:
-        parse_device(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), ctx, param) from None
-    return value
+from unsupseg.infer.run import run_folder
 
 
 # main is long only by its option list: the body builds RunOptions, calls run_folder and reports.
@@ -80,7 +66,7 @@ def _device(ctx, param, value):
     "--device",
     default="auto",
     show_default=True,
-    callback=_device,
+    callback=device_option,
     metavar="auto|cpu|cuda[:N]",
     help="auto: CUDA if it works, else CPU. cuda when it cannot run is an error naming the cause.",
 )
@@ -175,7 +161,7 @@ def _device(ctx, param, value):
 )
 @click.option(
     "--shard",
-    callback=_shard,
+    callback=shard_option,
     metavar="I/N",
     help="Process the I-th of N deterministic slices of the inputs (1/N .. N/N); "
     "run files get a -shard-I-of-N suffix.",
@@ -214,8 +200,8 @@ def main(**params):
     ctx = click.get_current_context()
     progress = Progress(quiet, params["device"])
     with exit_codes((RunStopped,), lambda e: stop_message(e, resume_command(ctx))):
-        options = _run_options(params)
-        engine = make_engine(params["engine"], params["workers"], params["ray_address"], params["ray_actors"])
+        options = run_options(params)
+        engine = engine_choice(params)
         _quiet_pillow_bomb_warning()
         try:
             result = run_folder(params["input_path"], params["output"], options, engine, progress, ctx.params)
@@ -226,43 +212,6 @@ def main(**params):
         if result.page is not None:
             click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
     exit_if_failed("seginfer", result.n_failed, result.files.summary)
-
-
-def _run_options(p: dict):
-    """The run's options from the command line's (usage errors for combinations that do not fit)."""
-    if p["tile_overlap"] * 2 >= p["tile_size"]:
-        raise click.BadParameter(
-            f"must be less than half of --tile-size ({p['tile_size']})", param_hint="--tile-overlap"
-        )
-    labeling = labeling_options(
-        p["labels"], p["rois"], p["masks"], p["split"], p["min_distance"], p["labels_3d"]
-    )
-    segmenter = SegmenterConfig(
-        model=p["model"],
-        device=p["device"],
-        threads=p["threads"],
-        tile_size=p["tile_size"],
-        tile_overlap=p["tile_overlap"],
-        batch_size=p["batch_size"],
-        threshold=p["threshold"],
-        foreground=p["foreground"],
-        min_size=p["min_size"],
-        fill_holes=p["fill_holes"],
-        **labeling,
-    )
-    outputs = ("prob", "save_prob"), ("labels", "labels"), ("rois", "rois"), ("overlay", "overlays")
-    return RunOptions(
-        segmenter=segmenter,
-        recursive=p["recursive"],
-        shard=p["shard"],
-        fmt=p["fmt"],
-        outputs=tuple(name for name, option in outputs if p[option]),
-        masks=p["masks"],
-        overwrite=p["overwrite"],
-        skip_existing=p["skip_existing"],
-        max_megapixels=p["max_megapixels"],
-        html=p["html"],
-    )
 
 
 def _quiet_pillow_bomb_warning() -> None:

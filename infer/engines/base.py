@@ -9,10 +9,16 @@ lets the writes it started finish (each is atomic: no partial file) and lets the
 error propagate. ``LocalEngine`` (local.py) runs here with threads;
 ``ProcessEngine`` (processes.py) in worker processes of this machine, each with
 its own session; ``RayEngine`` (ray.py) spreads the items over a Ray cluster.
-``registry.py`` picks between the first two when no engine is named. To add an engine,
-implement the protocol and add it to ``ENGINES``. Optional: ``describe()`` (what the
-manifest records about the engine) and ``close()`` (``run_folder`` calls it after the
-run, or after a failure between ``open`` and ``run``: end what ``open`` started).
+``registry.py`` names them and picks between the first two when no engine is named.
+
+To add an engine, implement the protocol and add the class to ``registry.ENGINES``. Its class
+attributes serve the command line: ``summary`` (its sentence in ``seginfer --help``),
+``options`` (the command-line options it takes: option -> argument of its constructor),
+``chosen_by_options`` (whether giving one of them with ``--engine auto`` picks it) and,
+optionally, ``require()`` (raises EngineChoiceError when its package is missing). Optional
+methods: ``describe()`` (what the manifest records about the engine) and ``close()``
+(``run_folder`` calls it after the run, or after a failure between ``open`` and ``run``: end
+what ``open`` started).
 """
 
 from __future__ import annotations
@@ -28,7 +34,10 @@ OnResult = Callable[[ItemResult], None]
 
 
 class Engine(Protocol):
-    name: str
+    name: str  # seginfer --engine NAME
+    summary: str  # what it is, in one sentence of --help
+    options: dict[str, str]  # command-line option -> argument of the constructor
+    chosen_by_options: bool  # --engine auto with one of its options means this engine
 
     def open(self, config: SegmenterConfig) -> Segmenter:
         """Load the model for this run; errors (bad model file, unusable device) raise here."""

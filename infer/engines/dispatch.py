@@ -14,38 +14,54 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice
 from multiprocessing.connection import wait
 
 from unsupseg.infer.engines.base import OnResult
-from unsupseg.infer.engines.processes import GUARD_HINT, ProcessEngine, _Worker, chunk_size, take, why_ended
+from unsupseg.infer.engines.pool import GUARD_HINT, WorkerHandle, WorkerPool, why_ended
 from unsupseg.infer.errors import EngineError
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.model.segmenter import Segmenter
 
-log = logging.getLogger("unsupseg.infer.engines.processes")
+log = logging.getLogger(__name__)
 
 
 class Dispatch:
-    def __init__(self, engine: ProcessEngine, work: ItemWork, on_result: OnResult, items: Iterable[Item]):
-        self.engine, self.work, self.on_result = engine, work, on_result
+    """One run of a pool of workers. ``segmenter``: the main process's (its session runs the
+    batches of a served model); ``served``: what the workers need to use that session (None:
+    each worker has its own); ``stats``: the engine's figures for the manifest, updated here."""
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        segmenter: Segmenter,
+        served: dict | None,
+        stats: dict,
+        work: ItemWork,
+        on_result: OnResult,
+        items: Iterable[Item],
+    ):
+        self.pool, self.segmenter, self.served, self.stats = pool, segmenter, served, stats
+        self.work, self.on_result = work, on_result
         self.items = iter(items)
         self.left = len(items) if hasattr(items, "__len__") else None  # items not handed out yet
         self.retry: deque[Item] = deque()  # items of dead workers, each to be retried alone
         self.unreported: deque[ItemResult] = deque()  # results received but not reported (a stop)
-        self.batch = engine.segmenter.batch_size
+        self.batch = segmenter.batch_size
         self.cpu0 = time.process_time()
         self.worker_cpu = 0.0  # CPU seconds of the workers that said done
         self.worker_sys = 0.0  # the part of it spent in the kernel (file system, pipes, page faults)
         self.worker_start = 0.0  # the part of it spent before "ready" (loading the model)
-        self.quiet = False  # after a stop, once on_result raised again: drop the rest
+        self.dropping = False  # after a stop, once on_result raised again: the rest are dropped
 
     @property
-    def live(self) -> list[_Worker]:
-        return [w for w in self.engine.pool if not w.done]
+    def live(self) -> list[WorkerHandle]:
+        return [w for w in self.pool.workers if not w.done]
 
     def run(self) -> None:
-        for w in self.engine.pool:
-            w.tasks.send(("work", self.work, self.engine.session_info()))
+        for w in self.pool.workers:
+            w.tasks.send(("work", self.work, self.served))
         try:
             while self.live:
                 self._step()
@@ -53,7 +69,7 @@ class Dispatch:
             self._stop()  # no new inputs; the workers' started writes finish and are reported
             raise
         finally:
-            self.engine.stats["cpu_s"] = {
+            self.stats["cpu_s"] = {
                 "main": round(time.process_time() - self.cpu0, 3),
                 "workers": round(self.worker_cpu, 3),
                 "workers_system": round(self.worker_sys, 3),
@@ -75,7 +91,7 @@ class Dispatch:
         for w in self.live:
             self._answer(w)
 
-    def _receive(self, w: _Worker, report) -> bool:
+    def _receive(self, w: WorkerHandle, report) -> bool:
         """Handle one message of worker ``w`` (results go to ``report``); False when its pipe is closed."""
         try:
             msg = w.results.recv()
@@ -93,7 +109,7 @@ class Dispatch:
         elif kind == "ready":
             w.ready = True
             ready_s = round(time.perf_counter() - w.started, 3)
-            self.engine.stats["ready_s"] = max(ready_s, self.engine.stats.get("ready_s", 0.0))
+            self.stats["ready_s"] = max(ready_s, self.stats.get("ready_s", 0.0))
         elif kind == "done":
             w.done = True
             self.worker_cpu += msg[1]["cpu_s"]
@@ -109,15 +125,15 @@ class Dispatch:
         while self.unreported:
             self.on_result(self.unreported.popleft())
 
-    def _serve(self, w: _Worker, batch) -> None:
+    def _serve(self, w: WorkerHandle, batch) -> None:
         """Run a worker's batch on the main process's session (the model is served) and reply."""
         try:
-            out = self.engine.segmenter.session.run(batch)
+            out = self.segmenter.session.run(batch)
         except Exception as e:  # onnxruntime's error types: the worker fails that batch's images
             out = f"{type(e).__name__}: {e}"
         _send(w, ("prob", out))
 
-    def _answer(self, w: _Worker) -> None:
+    def _answer(self, w: WorkerHandle) -> None:
         """Answer a worker that asked for items: a retried item alone, the next chunk, or end.
 
         A worker holding a retried item gets nothing more until it is reported; a retried
@@ -134,7 +150,7 @@ class Dispatch:
             w.solo, w.waiting = True, False
             _send(w, ("items", [(item.src, item.rel, item.out_base)]))
             return
-        chunk = take(self.items, chunk_size(self.left, len(self.engine.pool), self.batch))
+        chunk = list(islice(self.items, chunk_size(self.left, len(self.pool), self.batch)))
         w.waiting = False
         if not chunk:
             w.ended = True
@@ -146,7 +162,7 @@ class Dispatch:
         _send(w, ("items", [(i.src, i.rel, i.out_base) for i in chunk]))  # tuples pickle faster
 
     # -- a worker ended ------------------------------------------------------------------------
-    def _ended(self, w: _Worker) -> None:
+    def _ended(self, w: WorkerHandle) -> None:
         """A worker process ended: drain what it sent; if it died, retry or fail its items, replace it."""
         while not w.done and w.results.poll() and self._receive(w, self._report):
             pass
@@ -159,7 +175,7 @@ class Dispatch:
                 f"worker process {w.index} {why} before its model was loaded (see the error above, if any); "
                 + GUARD_HINT
             )
-        stats = self.engine.stats
+        stats = self.stats
         stats["worker_deaths"] += 1
         retry = [item for item, retried in w.held.values() if not retried]
         failed = [item for item, retried in w.held.values() if retried]
@@ -174,13 +190,13 @@ class Dispatch:
         stats["retried"] += len(retry)
         self.retry.extend(retry)
         w.held.clear()
-        if stats["worker_deaths"] > self.engine.limit():
+        if stats["worker_deaths"] > self.pool.max_deaths:
             raise EngineError(
                 f"worker processes died {stats['worker_deaths']} times (the last one {why}); "
                 "the run stops. Try fewer --workers (memory) or --engine local"
             )
-        new = self.engine.replace(w)
-        new.tasks.send(("work", self.work, self.engine.session_info()))
+        new = self.pool.replace(w)
+        new.tasks.send(("work", self.work, self.served))
         self._report([self._died(item, why) for item in failed])
 
     def _died(self, item: Item, why: str) -> ItemResult:
@@ -197,7 +213,7 @@ class Dispatch:
         for w in self.live:
             w.ended = True
             _send(w, ("stop",))
-        report = self._report_quietly
+        report = self._report_after_stop
         report([])
         try:
             while self.live:
@@ -212,26 +228,33 @@ class Dispatch:
                         w.done = True
                         w.process.join(timeout=5)
         except KeyboardInterrupt:
-            self.engine.close()
+            self.pool.close()
         except EngineError as e:
             log.warning("%s", e)
-            self.engine.close()
+            self.pool.close()
 
-    def _report_quietly(self, results: list[ItemResult]) -> None:
+    def _report_after_stop(self, results: list[ItemResult]) -> None:
         """Report results after a stop; once ``on_result`` raises again, the rest are dropped."""
         self.unreported.extend(results)
-        while self.unreported and not self.quiet:
+        while self.unreported and not self.dropping:
             try:
                 self.on_result(self.unreported.popleft())
             except BaseException as e:  # the run is already stopping with its first error
                 log.debug("not reported after the stop: %s", e)
-                self.quiet = True
+                self.dropping = True
         self.unreported.clear()
 
 
-def _send(w: _Worker, msg: tuple) -> None:
+def _send(w: WorkerHandle, msg: tuple) -> None:
     """Send to a worker; one that died meanwhile is handled when its process's end is seen."""
     try:
         w.tasks.send(msg)
     except OSError:
         pass
+
+
+def chunk_size(left: int | None, workers: int, batch: int) -> int:
+    """Items per chunk: a quarter of a worker's share of what is left, within [batch, 4 * batch]."""
+    if left is None:
+        return 4 * batch
+    return max(batch, min(4 * batch, left // (4 * max(1, workers))))

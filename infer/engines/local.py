@@ -29,6 +29,9 @@ class LocalEngine:
     """
 
     name = "local"
+    summary = "one process, one onnxruntime session, reader and writer threads."
+    options: dict[str, str] = {}  # command-line option -> argument of the constructor
+    chosen_by_options = False
 
     def __init__(
         self, io_threads: int = 4, depth: int = 0, chunk: int = 0, segmenter: Segmenter | None = None
@@ -194,6 +197,3 @@ class _LocalRun:
                 self.unreported.extend(zip(chunk, fut.result(), strict=True))
         self.writes.clear()
         self._report()
-
-
-ENGINES = ("local", "processes", "ray")

@@ -70,6 +70,10 @@ class RayEngine:
     """A pool of actors on a Ray cluster (``address`` None: a local Ray started for the run)."""
 
     name = "ray"
+    summary = f"a Ray cluster ({INSTALL_HINT}; --output on a file system all nodes share)."
+    options = {"ray_address": "address", "ray_actors": "actors"}  # command-line option -> argument
+    chosen_by_options = False  # --ray-address and --ray-actors need --engine ray
+    require = staticmethod(require_ray)  # Ray installed, or an EngineChoiceError saying how
 
     def __init__(self, address: str | None = None, actors: int | None = None):
         self.address = address

@@ -1,0 +1,118 @@
+"""The packages' imports, read from the source (imports inside functions count too).
+
+- ``core`` imports nothing of ours; ``train`` and ``infer`` import only ``core``; ``export``
+  imports the other three;
+- ``infer`` never imports torch (seginfer installs without it);
+- no module imports itself through others: no import cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+ROOT = Path(__file__).resolve().parent.parent
+# what each package may import of ours, besides itself and the top-level unsupseg package
+ALLOWED = {
+    "unsupseg.core": set(),
+    "unsupseg.train": {"unsupseg.core"},
+    "unsupseg.infer": {"unsupseg.core"},
+    "unsupseg.export": {"unsupseg.core", "unsupseg.train", "unsupseg.infer"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    """Module name -> file, from pyproject's package folders."""
+    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    found = {}
+    for package, folder in folders.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            name = ".".join([package, *parts])
+            if package != "unsupseg" or name == "unsupseg":  # unsupseg/ holds only the top package
+                found[name] = path
+    return found
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every module named by an import statement of the file, anywhere in it."""
+    out = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)  # from package import module (or a name)
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return {name: _imports(name, path) for name, path in _modules().items()}
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_packages_import_only_the_layers_below(graph):
+    wrong = []
+    for module, imports in graph.items():
+        package = _package(module)
+        if package not in ALLOWED:
+            continue
+        for imported in imports:
+            if imported not in graph or imported == "unsupseg" or _package(imported) == package:
+                continue
+            if _package(imported) not in ALLOWED[package]:
+                wrong.append(f"{module} imports {imported}")
+    assert not wrong, wrong
+
+
+def test_infer_never_imports_torch(graph):
+    wrong = [
+        f"{module} imports {imported}"
+        for module, imports in graph.items()
+        if module.startswith("unsupseg.infer")
+        for imported in imports
+        if imported.split(".")[0] == "torch"
+    ]
+    assert not wrong, wrong
+
+
+def test_no_import_cycles(graph):
+    ours = {module: {i for i in imports if i in graph and i != module} for module, imports in graph.items()}
+    cycles, index, low, stack, on_stack = [], {}, {}, [], set()
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in ours[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(ours):
+        if module not in index:
+            visit(module)
+    assert not cycles, f"modules that import each other: {cycles}"
