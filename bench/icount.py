@@ -11,7 +11,7 @@ section's images) with the packaged model and one onnxruntime thread:
 
 - ``none``: the setup alone (imports, the model, reading the images once, the ceiling's
   normalised arrays and masks);
-- ``path``: the setup, then what a worker process does with its items (``engines.worker.run_items``:
+- ``path``: the setup, then what a worker process does with its items (``items.run_items``:
   read, normalise, batch, run, foreground rule, write, report row);
 - ``steps``: the setup, then the ceiling's steps, each in its own pass as
   ``bench.sections.e2e.cpu_budget`` measures them (decode, normalise, the model on
@@ -39,7 +39,7 @@ import click
 def _child(mode: str, folder: Path, n: int, scratch: Path) -> None:
     from bench.common import normalised_inputs
     from bench.sections.e2e import model_pass, normalise_pass, read_pass, write_pass
-    from unsupseg.infer.engines.worker import run_items
+    from unsupseg.infer.items import run_items
     from unsupseg.infer.model.segmenter import SegmenterConfig
     from unsupseg.infer.run import RunOptions, plan_run
 

@@ -1,8 +1,16 @@
-"""What every engine does with one input: read it, then write (or keep) and evaluate its outputs.
+"""What every engine does with one input: keep it, or read and normalise it, then, once it is
+segmented, write and evaluate its outputs; or name why it failed.
 
-Engines differ only in where and how concurrently these steps run (threads here,
-Ray actors, worker processes); the steps themselves, and so the files and the
-report rows, are the same. ``ItemWork`` is picklable and holds no open resources.
+    item --kept_mask--> keep (--skip-existing: its row from the files on disk)
+         --prepare----> (pages as read, normalised pages) --Segmenter--> (mask, prob)
+                        --write--> outputs on disk, report row, table rows
+         --failed-----> the input's error (or the output's: fatal)
+
+Engines differ only in where and how concurrently these steps run (threads, Ray actors,
+worker processes); the steps themselves, and so the files and the report rows, are
+``ItemWork``'s. ``run_items`` runs them one input after the other in one thread: what a
+worker process does with its chunk, and the smallest engine. ``ItemWork`` is picklable
+and holds no open resources.
 
 It also decides, for every engine alike, whether a failure is the input's (that
 input fails, the run goes on) or the output's (``faults.output_fault``: the result
@@ -13,7 +21,7 @@ work does nothing more: the other inputs in a worker's hands come back fatal at 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +33,8 @@ from unsupseg.core.imageio import PILLOW_MAX_PIXELS, read_mask, read_pages
 from unsupseg.core.labels import Labeling, count_objects
 from unsupseg.infer.faults import output_fault
 from unsupseg.infer.inputs import Item
+from unsupseg.infer.model.segmenter import Segmenter
+from unsupseg.infer.model.tiles import TiledPages
 from unsupseg.infer.report import CaseResult, describe_error, evaluate
 from unsupseg.infer.writers import WRITERS, MaskWriter, OutputWriter, Segmentation
 
@@ -38,6 +48,9 @@ class ItemResult:
     error: str | None = None  # why it failed (names the file); a row *and* an error: bad ground truth
     rows: dict[str, list[dict]] = field(default_factory=dict)  # per-run table rows from writers
     fatal: bool = False  # the error is the output's (disk full, read-only...): the run stops
+
+
+OnResult = Callable[[ItemResult], None]  # an engine reports each input's result to the run with it
 
 
 class ItemWork:
@@ -65,6 +78,8 @@ class ItemWork:
         self.skip_existing = skip_existing
         self.labeling = labeling or Labeling()
         self.counts_objects = any(w.name == "labels" for w in self.extras)  # n_objects in the report
+        self.needs_prob = any(w.needs_prob for w in self.writers)  # the segmenter keeps the probability
+        self.needs_image = any(w.needs_image for w in self.writers)  # writers get the pages as read
         self.tables = {w.table: w.fields for w in self.writers if w.table}  # per-run tables -> columns
         self.max_pixels = max_pixels  # pixels per page above which an input is refused (None: no limit)
         self.output: str | None = None  # the run's output folder (never re-created once gone)
@@ -83,27 +98,18 @@ class ItemWork:
             raise ValueError(f"unknown output(s) {unknown}; choose from {sorted(WRITERS)}")
         extras = [WRITERS[name].from_options(options) for name in options.outputs]
         masks = MaskIndex(options.masks) if options.masks is not None else None
-        seg = options.segmenter
-        labeling = Labeling(seg.split, seg.min_distance, seg.labels_3d, seg.min_size)
         mp = options.max_megapixels
         max_pixels = None if mp is None else round(mp * 1e6)
         mask = MaskWriter.from_options(options)
-        return cls(mask, extras, masks, options.skip_existing, labeling, max_pixels)
-
-    @property
-    def needs_prob(self) -> bool:
-        return any(w.needs_prob for w in self.writers)
-
-    @property
-    def needs_image(self) -> bool:
-        return any(w.needs_image for w in self.writers)
+        return cls(mask, extras, masks, options.skip_existing, options.segmenter.labeling, max_pixels)
 
     def existing_outputs(self, item: Item) -> list[str]:
         """The outputs of ``item`` already on disk (for the overwrite check)."""
         return [p for w in self.writers for p in w.candidates(item) if os.path.exists(p)]
 
-    def done(self, item: Item) -> str | None:
-        """With ``skip_existing``: the mask of an input whose outputs all exist (it is kept), else None."""
+    def kept_mask(self, item: Item) -> str | None:
+        """With ``skip_existing``: the mask of an input whose outputs all exist (the input is kept:
+        ``keep``), else None."""
         if not self.skip_existing:
             return None
         found = self.mask.existing(item)
@@ -116,6 +122,12 @@ class ItemWork:
         if self.stopped is not None:
             raise OutputError(self.stopped)
         return read_pages(item.src, self.max_pixels)
+
+    def prepare(self, item: Item, seg: Segmenter) -> tuple[np.ndarray | None, np.ndarray | TiledPages]:
+        """Read the input and normalise it for ``seg``: (its pages as read when a writer needs them,
+        else None; the pages ``seg.predict_stream`` takes)."""
+        pages = self.read(item)
+        return (pages if self.needs_image else None), seg.normalise(pages)
 
     def write(self, item: Item, seg: Segmentation) -> ItemResult:
         """Write every output of one segmented input (and its table rows), then evaluate its mask.
@@ -186,3 +198,28 @@ class ItemWork:
             except Exception as e:  # a bad ground-truth file fails this input, not the run
                 return ItemResult(item.src, case, describe_error(e), rows)
         return ItemResult(item.src, case, rows=rows)
+
+
+def run_items(seg: Segmenter, work: ItemWork, items: Iterable[Item], on_result: OnResult) -> None:
+    """Every step of ``items``, in this thread: each input is kept (``--skip-existing``), or read
+    and normalised as the batches need it (at most two batches' worth waiting), segmented with
+    other inputs of its shape, written and evaluated; ``on_result`` once per input."""
+
+    def prepared():
+        for item in items:
+            found = work.kept_mask(item)
+            if found is not None:
+                on_result(work.keep(item, found))
+                continue
+            try:
+                image, pages = work.prepare(item, seg)
+                yield (item, image), pages
+            except Exception as e:  # unreadable or unusable input: name it, go on
+                on_result(work.failed(item, e))
+
+    stream = seg.predict_stream(prepared(), max_pending=2 * seg.batch_size, with_prob=work.needs_prob)
+    for (item, image), result in stream:
+        if isinstance(result, BaseException):
+            on_result(work.failed(item, result))
+        else:
+            on_result(work.write(item, Segmentation(result[0], result[1], image)))

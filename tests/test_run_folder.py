@@ -12,6 +12,7 @@ from test_infer_cli import _make_folder, _mask_files, _run
 from unsupseg.core.errors import OutputExistsError
 from unsupseg.infer import LocalEngine, RunOptions, SegmenterConfig, run_folder
 from unsupseg.infer.inputs import Item
+from unsupseg.infer.items import run_items
 from unsupseg.infer.writers import WRITERS, OutputWriter, Segmentation
 
 
@@ -117,7 +118,8 @@ def test_engine_reuses_a_given_segmenter(tmp_path, infer_model_path, infer_disk_
 
 
 class _OneByOne:
-    """An engine as docs/architecture.md describes one: no threads, every step through ItemWork."""
+    """The smallest engine (docs/architecture.md): no threads, every step of every input in this
+    thread through ItemWork (``run_items``, what a worker process does with its chunks)."""
 
     name = "one-by-one"
 
@@ -126,21 +128,7 @@ class _OneByOne:
         return self.seg
 
     def run(self, items, work, on_result):
-        for item in items:
-            found = work.done(item)
-            if found is not None:
-                on_result(work.keep(item, found))
-                continue
-            try:
-                pages = work.read(item)
-                stream = self.seg.predict_stream([(0, self.seg.normalise(pages))], with_prob=work.needs_prob)
-                ((_, result),) = list(stream)
-                if isinstance(result, BaseException):
-                    raise result
-            except Exception as e:
-                on_result(work.failed(item, e))
-                continue
-            on_result(work.write(item, Segmentation(result[0], result[1], pages)))
+        run_items(self.seg, work, items, on_result)
 
 
 @pytest.mark.parametrize("engine", [LocalEngine, _OneByOne])

@@ -23,14 +23,12 @@ what ``open`` started).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Protocol
 
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.items import ItemWork, OnResult
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
-
-OnResult = Callable[[ItemResult], None]
 
 
 class Engine(Protocol):

@@ -17,11 +17,10 @@ from collections.abc import Iterable
 from itertools import islice
 from multiprocessing.connection import wait
 
-from unsupseg.infer.engines.base import OnResult
 from unsupseg.infer.engines.pool import GUARD_HINT, WorkerHandle, WorkerPool, why_ended
 from unsupseg.infer.errors import EngineError
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.items import ItemResult, ItemWork, OnResult
 from unsupseg.infer.model.segmenter import Segmenter
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from unsupseg.infer.engines.base import OnResult
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.items import ItemResult, ItemWork, OnResult
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.writers import Segmentation
 
@@ -111,7 +110,7 @@ class _LocalRun:
     def run(self, items: Iterable[Item]) -> None:
         keep_image = self.work.needs_image
         stream = self.seg.predict_stream(
-            self._prepared(items, keep_image), max_pending=self.depth, with_prob=self.work.needs_prob
+            self._prepared(items), max_pending=self.depth, with_prob=self.work.needs_prob
         )
         for key, result in stream:
             item, image = (key.item, key.image) if keep_image else (key, None)
@@ -129,37 +128,33 @@ class _LocalRun:
     def _todo(self, items: Iterable[Item]) -> Iterator[Item]:
         """The inputs to segment; with --skip-existing, the others are kept (and evaluated)."""
         for item in items:
-            found = self.work.done(item)
+            found = self.work.kept_mask(item)
             if found is None:
                 yield item
                 continue
             self.writes.append(([item], self.pool.submit(_each, self.work.keep, [(item, found)])))
             self._drain(self.n_chunks)
 
-    def _prepared(self, items: Iterable[Item], keep_image: bool) -> Iterator[tuple[object, object]]:
+    def _prepared(self, items: Iterable[Item]) -> Iterator[tuple[object, object]]:
         """(key, normalised pages) of the readable inputs, read a few chunks ahead in the threads."""
-
-        def read(item: Item):
-            pages = self.work.read(item)
-            return (pages if keep_image else None), self.seg.normalise(pages)
-
-        chunks = _chunks(((item,) for item in self._todo(items)), self.chunk)  # (item,): read's arguments
+        prepare, seg = self.work.prepare, self.seg
+        chunks = _chunks(((item, seg) for item in self._todo(items)), self.chunk)  # prepare's arguments
         queue: deque[tuple[list, Future]] = deque()
         for chunk in chunks:  # fill the read-ahead queue
-            queue.append((chunk, self.pool.submit(_each, read, chunk)))
+            queue.append((chunk, self.pool.submit(_each, prepare, chunk)))
             if len(queue) >= self.n_chunks:
                 break
         while queue:  # then submit one chunk for each one taken
             nxt = next(chunks, None)
             if nxt is not None:
-                queue.append((nxt, self.pool.submit(_each, read, nxt)))
-            yield from self._take(queue.popleft(), keep_image)
+                queue.append((nxt, self.pool.submit(_each, prepare, nxt)))
+            yield from self._take(queue.popleft(), self.work.needs_image)
 
     def _take(self, entry: tuple[list, Future], keep_image: bool) -> Iterator[tuple[object, object]]:
         chunk, fut = entry
         results = fut.result()
         del fut, entry  # the future would keep the pages alive while they are segmented
-        for (item,), result in zip(chunk, results, strict=True):
+        for (item, _), result in zip(chunk, results, strict=True):
             if isinstance(result, Exception):  # unreadable or unusable input: name it, go on
                 self.on_result(self.work.failed(item, result))
             else:

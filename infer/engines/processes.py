@@ -38,12 +38,11 @@ import multiprocessing as mp
 import time
 from collections.abc import Sequence
 
-from unsupseg.infer.engines.base import OnResult
 from unsupseg.infer.engines.dispatch import Dispatch
 from unsupseg.infer.engines.pool import WorkerPool
 from unsupseg.infer.engines.worker import WorkerSpec
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.items import ItemWork
+from unsupseg.infer.items import ItemWork, OnResult
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.model.session import cuda_problem, usable_cores
 

@@ -21,11 +21,10 @@ import os
 import pickle
 from collections.abc import Sequence
 
-from unsupseg.infer.engines.base import OnResult
 from unsupseg.infer.engines.local import LocalEngine
 from unsupseg.infer.errors import EngineChoiceError, EngineError
 from unsupseg.infer.inputs import Item
-from unsupseg.infer.items import ItemResult, ItemWork
+from unsupseg.infer.items import ItemResult, ItemWork, OnResult
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 
 INSTALL_HINT = 'pip install "unsupseg[ray]"'

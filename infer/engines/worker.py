@@ -44,8 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from unsupseg.infer.inputs import Item
+from unsupseg.infer.items import run_items
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
-from unsupseg.infer.writers import Segmentation
 
 
 @dataclass(frozen=True)
@@ -177,29 +177,3 @@ class _Worker:
         if self.buffer:
             self.results.send(("results", self.buffer, False))
             self.buffer = []
-
-
-def run_items(seg: Segmenter, work, items, on_result) -> None:
-    """Every step of ``items``, in this thread: each input is kept (``--skip-existing``), or read
-    and normalised as the batches need it (at most two batches' worth waiting), segmented with
-    other inputs of its shape, written and evaluated; ``on_result`` once per input."""
-    keep_image = work.needs_image
-
-    def prepared():
-        for item in items:
-            found = work.done(item)
-            if found is not None:
-                on_result(work.keep(item, found))
-                continue
-            try:
-                pages = work.read(item)
-                yield (item, pages if keep_image else None), seg.normalise(pages)
-            except Exception as e:  # unreadable or unusable input: name it, go on
-                on_result(work.failed(item, e))
-
-    stream = seg.predict_stream(prepared(), max_pending=2 * seg.batch_size, with_prob=work.needs_prob)
-    for (item, image), result in stream:
-        if isinstance(result, BaseException):
-            on_result(work.failed(item, result))
-        else:
-            on_result(work.write(item, Segmentation(result[0], result[1], image)))

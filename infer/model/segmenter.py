@@ -76,6 +76,11 @@ class SegmenterConfig:
         if self.model is not None:
             object.__setattr__(self, "model", os.fspath(self.model))
 
+    @property
+    def labeling(self) -> Labeling:
+        """How instance labels are made (``--split``, ``--min-distance``, ``--labels-3d``, ``--min-size``)."""
+        return Labeling(self.split, self.min_distance, self.labels_3d, self.min_size)
+
     def build(self, **changes) -> Segmenter:
         """The Segmenter (``changes`` override fields, e.g. ``device="cpu"``)."""
         return Segmenter(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
