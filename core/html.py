@@ -109,7 +109,7 @@ def kv_table(rows: Iterable[tuple[str, object]], key_attr: bool = False) -> str:
     return "".join(out)
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
+def html_table(header: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
     """A table with a header row; cells are escaped, numbers right-aligned."""
     out = [f'<table class="{esc(cls)}"><tr>' + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
     for row in rows:

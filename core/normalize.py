@@ -19,8 +19,7 @@ is the same float64 arithmetic.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,7 +52,7 @@ def _histogram(a: np.ndarray) -> tuple[np.ndarray, int]:
 
 @dataclass(frozen=True)
 class Normalization:
-    method: str = "percentile"  # only "percentile" for now
+    method: str = "percentile"  # the one method: per-image percentiles
     low: float = 1.0  # lower percentile mapped to 0
     high: float = 99.0  # upper percentile mapped to 1
     clip: bool = True  # clip the result to [0, 1]
@@ -139,10 +138,3 @@ class Normalization:
         if not histogram_dtype(x.dtype):
             x = np.asarray(x, dtype=np.float32)
         return self.apply(x, self.bounds(x))
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Normalization:
-        return cls(**json.loads(text))

@@ -47,7 +47,7 @@ class RegionSums:
     @classmethod
     def for_rule(cls, rule: str) -> RegionSums:
         """Sums for deciding by ``rule``: the shares-only rules skip the intensity sums (on a
-        128x128 image they were half of the rule's cost)."""
+        128x128 image they are half of the rule's cost)."""
         return cls(intensity=rule in INTENSITY_RULES)
 
     def add(self, norm: np.ndarray, region: np.ndarray, y0: int = 0, height: int | None = None) -> None:

@@ -63,7 +63,7 @@ def _describe(e: OSError) -> str:
     return f"{where}{e.strerror or e}"
 
 
-def why(error: BaseException, output: str | os.PathLike | None) -> str:
+def describe_fault(error: BaseException, output: str | os.PathLike | None) -> str:
     """What went wrong in a run-level step (the lock, the manifest, the report), in words."""
     if isinstance(error, OSError):
         return output_fault(error, output) or _describe(error)
@@ -73,4 +73,4 @@ def why(error: BaseException, output: str | os.PathLike | None) -> str:
 def output_error(error: OSError, what: str, output: str | os.PathLike | None) -> OutputError:
     """An OSError of a run-level step as an OutputError: every such step writes into the
     output folder, so each is the output's problem."""
-    return OutputError(f"cannot {what}: {why(error, output)}")
+    return OutputError(f"cannot {what}: {describe_fault(error, output)}")

@@ -54,7 +54,7 @@ class Inputs:
         return len(self.rels)
 
     def __post_init__(self) -> None:
-        self._root_prefix = _prefix(self.root)  # once: pathlib per input was a cost of the driving process
+        self._root_prefix = _prefix(self.root)  # once: pathlib per input would cost the driving process
 
     def src(self, i: int) -> str:
         return self.srcs[i] if self.srcs is not None else self._root_prefix + self.rels[i]

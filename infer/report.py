@@ -8,7 +8,7 @@ foreground. Per image (all pages together):
 - ``dice``; pixel counts ``n_pixels``, ``n_foreground`` (written mask),
   ``n_mask_foreground`` (ground truth) and ``n_intersection``.
 
-``summary.json`` follows the contract in DESIGN.md (modelled on nnU-Net's)::
+``summary.json`` (its layout modelled on nnU-Net's; the README documents it)::
 
     {"n_images", "n_written", "n_failed", "n_skipped",
      "failed": [{"input", "error"}],
@@ -30,10 +30,10 @@ reach Python as PEP 383 surrogate escapes (byte 0xE9 -> ``"\udce9"``), which
 summary.json keeps as the JSON escape ``\udce9`` (``os.fsencode(json.loads(...))``
 gives the bytes back) and the CSV files write as the name's own bytes (read them with
 ``encoding="utf-8", errors="surrogateescape"``). Names that are UTF-8 are written as
-before, byte for byte.
+they are, byte for byte.
 
-Objects (``--labels``) and instance ground truth add fields, and only then, so a run
-without them writes the bytes it always wrote:
+Objects (``--labels``) and instance ground truth add fields, and only then (a run without
+them has the base fields alone):
 
 - with ``--labels`` every row has ``n_objects`` and the summary ``"n_objects"`` (total);
 - a ground truth that is an instance label image (integer, more than two values) adds
@@ -83,7 +83,7 @@ class CaseResult:
     n_foreground: int = 0  # foreground pixels of the written mask
     n_mask_foreground: int | None = None  # foreground pixels of the ground truth
     n_intersection: int | None = None
-    # optional: in the row only when set (a run without --labels or instance ground truth is unchanged)
+    # optional: in the row only when set (a run without --labels or instance ground truth has none)
     n_objects: int | None = None  # objects in the label image (--labels)
     n_true_objects: int | None = None  # objects in an instance ground truth
     n_pred_objects: int | None = None  # objects of the mask as labelled, matched against them
@@ -131,8 +131,8 @@ def case_row(case: CaseResult) -> dict:
     """A case as its summary row: every base field, and the optional ones that are set.
 
     Read field by field (every field is a scalar or a string): ``dataclasses.asdict`` deep-copies
-    each value and was most of the run's own cost per input (the report runs in the driving
-    process, the serial part of every engine)."""
+    each value, which would be most of the run's own cost per input (the report runs in the
+    driving process, the serial part of every engine)."""
     return {k: v for k in ALL_FIELDS if (v := getattr(case, k)) is not None or k in _BASE}
 
 
@@ -224,11 +224,6 @@ class Report:
         its shards merged (segreport) and a Ray run give the same bytes."""
         return (CaseResult(**row) for row in self._spool.cases())
 
-    @property
-    def evaluated(self) -> list[CaseResult]:
-        """Cases with metrics, sorted by input."""
-        return [c for c in self.sorted_cases() if c.iou is not None]
-
     def _metrics(self) -> dict[str, np.ndarray]:
         """Each mean field's values over the cases that have it, sorted by input."""
         return {m: self._spool.means_input(m) for m in MEAN_FIELDS}
@@ -287,10 +282,11 @@ class Report:
     def write_table(self, name: str, path: Path) -> None:
         """One per-run table as CSV (its columns, rows sorted by input), atomically."""
         cols = self.tables[name]
-        _write_csv(path, cols, (dict(zip(cols, row, strict=True)) for row in self._spool.table(name)))
+        _write_csv(path, cols, (dict(zip(cols, row, strict=True)) for row in self._spool.table_rows(name)))
 
-    def table(self) -> str:
-        """A short text table: counts, objects, and mean metrics when masks were matched."""
+    def summary_text(self) -> str:
+        """The summary as a few lines of text: counts, objects, and the mean metrics when masks
+        were matched (what seginfer and segreport print)."""
         lines = [
             f"images {self.n_images}   written {self.n_written}   skipped {self.n_skipped}   "
             f"failed {self.n_failed}" + (f"   objects {self.n_objects}" if self.n_objects is not None else "")

@@ -35,7 +35,7 @@ from unsupseg.core.imageio import PILLOW_MAX_PIXELS
 from unsupseg.infer.engines.base import Engine, describe_engine
 from unsupseg.infer.engines.registry import EngineChoice, choose_engine
 from unsupseg.infer.errors import InputError, RunStopped
-from unsupseg.infer.faults import output_error, why
+from unsupseg.infer.faults import describe_fault, output_error
 from unsupseg.infer.html.page import PageResult, build_report
 from unsupseg.infer.inputs import Inputs, Plan, gather_inputs, plan_items
 from unsupseg.infer.items import ItemResult, ItemWork
@@ -75,7 +75,7 @@ class RunOptions:
 class RunResult:
     files: RunFiles  # where summary.json, report.csv and the manifest were written
     summary: dict  # summary.json without its per-case rows: counts, "failed", "mean"
-    table: str  # the short text table seginfer prints
+    summary_text: str  # the summary in a few lines, as seginfer prints it
     seconds: float  # wall time of the segmentation itself
     segmenter: Segmenter  # what ran (model card, provider, device)
     page: PageResult | None = None  # report.html with RunOptions.html
@@ -165,7 +165,7 @@ def _run(
         with report:
             elapsed, stop = _segment(engine, items, work, report, progress)
             summary_written, unwritten = _write_report(report, files, options, stop)
-            summary, table = report.summary(with_cases=False), report.table()
+            summary, text = report.summary(with_cases=False), report.summary_text()
         unwritten += _finish_manifest(files, manifest, report, elapsed, engine)
         page = _html_page(files, unwritten) if options.html and stop is None and not unwritten else None
         lock.clean = stop is None and not unwritten  # else the next run removes what this one left
@@ -180,7 +180,7 @@ def _run(
             str(files.summary) if summary_written else None,
             tuple(unwritten),
         )
-    return RunResult(files, summary, table, elapsed, segmenter, page)
+    return RunResult(files, summary, text, elapsed, segmenter, page)
 
 
 def _start(files: RunFiles, manifest: dict, n_items: int, work: ItemWork) -> Report:
@@ -199,7 +199,7 @@ def _html_page(files: RunFiles, unwritten: list[str]) -> PageResult | None:
     try:
         return build_report(files.summary, [files.manifest], files.html)
     except (OSError, OutputError) as e:
-        unwritten.append(f"{files.html.name} not written: {why(e, files.folder)}")
+        unwritten.append(f"{files.html.name} not written: {describe_fault(e, files.folder)}")
         return None
 
 
@@ -254,7 +254,7 @@ def _write_report(
         try:
             report.write_table(name, files.table(name))
         except (OSError, OutputError) as e:
-            unwritten.append(f"{files.table(name).name} not written: {why(e, files.folder)}")
+            unwritten.append(f"{files.table(name).name} not written: {describe_fault(e, files.folder)}")
     for path, write in ((files.summary, report.write_summary), (csv, report.write_csv)):
         if path is None:
             continue
@@ -262,7 +262,7 @@ def _write_report(
             write(path)
         except (OSError, OutputError) as e:
             lost = path.name if path == csv or csv is None else f"{path.name} and {csv.name}"
-            return path == csv, [*unwritten, f"{lost} not written: {why(e, files.folder)}"]
+            return path == csv, [*unwritten, f"{lost} not written: {describe_fault(e, files.folder)}"]
     return True, unwritten
 
 
@@ -282,7 +282,7 @@ def _finish_manifest(
     try:
         write_text_atomic(files.manifest, _json(manifest))
     except OSError as e:
-        return [f"{files.manifest.name} not updated: {why(e, files.folder)}"]
+        return [f"{files.manifest.name} not updated: {describe_fault(e, files.folder)}"]
     return []
 
 

@@ -60,11 +60,6 @@ class RunFiles:
     def html(self) -> Path:
         return Path(self.folder) / f"report{self.suffix}.html"
 
-    @property
-    def html_files(self) -> Path:
-        """The folder of the page's previews, named after it as browsers save pages."""
-        return Path(self.folder) / f"report{self.suffix}_files"
-
     def spool(self) -> Path:
         """A fresh hidden temporary file beside the summary for the run's spooled rows."""
         return temp_path_beside(self.summary)

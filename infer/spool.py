@@ -109,7 +109,7 @@ class RunSpool:
         cur = self.db.execute(f"SELECT {col} FROM cases WHERE {col} IS NOT NULL ORDER BY key, seq")
         return np.array([v for (v,) in cur.fetchall()], dtype=np.float64)
 
-    def table(self, table: str) -> Iterator[list]:
+    def table_rows(self, table: str) -> Iterator[list]:
         """The rows of ``table``, sorted by input, then in the order they were added."""
         self.flush()
         cur = self.db.execute("SELECT row FROM rows WHERE tab = ? ORDER BY key, seq", (table,))

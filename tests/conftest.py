@@ -41,7 +41,7 @@ def _build_infer_test_model(path, kernel: int = 3) -> None:
     )
     # ir_version 10: what onnxruntime >= 1.20 reads (newer onnx defaults to a newer IR).
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
-    # the rule the tests of today's behaviour were written for; tests of "auto" pass foreground=
+    # bright objects: the rule most tests are written for; tests of "auto" pass foreground=
     helper.set_model_props(model, ModelCard(arch="test-mean", width=1, polarity="bright").to_metadata())
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -133,7 +133,7 @@ def test_spooled_report_writes_the_same_bytes(tmp_path, monkeypatch):
     assert (tmp_path / "s.json").read_bytes() == (tmp_path / "m.json").read_bytes()
     assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "m.csv").read_bytes()
     assert spooled.summary() == memory.summary()
-    assert spooled.table() == memory.table()
+    assert spooled.summary_text() == memory.summary_text()
     assert [c.input for c in spooled.cases] == [c.input for c in cases]  # read back in insertion order
     with spooled:
         pass

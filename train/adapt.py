@@ -32,7 +32,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -223,7 +223,3 @@ def adapt(
             log(f"time budget of {cfg.time_budget_s:.0f} s reached at step {step + 1}")
             break
     return candidates
-
-
-def config_dict(cfg: AdaptConfig) -> dict:
-    return asdict(cfg)

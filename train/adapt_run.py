@@ -1,6 +1,6 @@
 """``segtrain --data DIR`` with no training option: adapt the packaged model and write the run folder.
 
-The run folder has what every segtrain run has (DESIGN.md): ``model.pt`` (the chosen
+The run folder has what every segtrain run has (``train/runfolder.py``): ``model.pt`` (the chosen
 snapshot, its model card carrying the adapted normalisation and the foreground rule),
 ``metrics.csv`` (one row per candidate: step, criterion and, with ``--masks``, IoU),
 ``metrics.json`` (``final.train_iou`` / ``final.test_iou`` when masks exist, the

@@ -1,4 +1,4 @@
-"""The exit codes of ``seginfer`` and ``segreport``, and the one table that maps the library's
+"""The exit codes of ``seginfer`` and ``segreport``, and the one place that maps the library's
 errors to them.
 
     0  every input written (segreport: merged, no input failed)

@@ -208,7 +208,7 @@ def main(**params):
         finally:
             progress.close()
     if not quiet:
-        click.echo(result.table)
+        click.echo(result.summary_text)
         if result.page is not None:
             click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
     exit_if_failed("seginfer", result.n_failed, result.files.summary)

@@ -17,7 +17,7 @@ import click
 from unsupseg import __version__
 from unsupseg.core.errors import OutputError
 from unsupseg.infer.cli.exits import exit_codes, exit_if_failed
-from unsupseg.infer.faults import why
+from unsupseg.infer.faults import describe_fault
 from unsupseg.infer.html.page import build_report
 from unsupseg.infer.merge import merge_shards
 from unsupseg.infer.runfiles import SHARD_SUMMARY_GLOB, RunFiles
@@ -59,7 +59,7 @@ def main(folder, html, overwrite, quiet):
     files = RunFiles(folder)  # summary.json, report.csv: the run files of an unsharded seginfer
 
     def stopped(e: BaseException) -> str:
-        return f"segreport: stopped: cannot write the report into {folder}: {why(e, folder)}"
+        return f"segreport: stopped: cannot write the report into {folder}: {describe_fault(e, folder)}"
 
     with exit_codes((OutputError, OSError), stopped), RunLock(files):
         if html and not any(folder.glob(SHARD_SUMMARY_GLOB)):
@@ -83,7 +83,7 @@ def _merge(files, overwrite: bool, quiet: bool, html: bool) -> int:
         report.write(summary, csv if merged.with_csv else None, tables)
         if not quiet:
             click.echo(f"segreport: merged {merged.n_shards} shards into {summary}", err=True)
-            click.echo(report.table())
+            click.echo(report.summary_text())
         n_failed = report.n_failed
     if html:
         manifests = [files.shard_files(i, merged.n_shards).manifest for i in range(1, merged.n_shards + 1)]

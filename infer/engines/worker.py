@@ -83,7 +83,7 @@ class RemoteSession:
 def worker_main(spec: WorkerSpec, index: int, tasks, results) -> None:
     """The body of worker process ``index``: ``tasks`` and ``results`` are its two pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the workers
-    worker = _Worker(spec, tasks, results)
+    worker = Worker(spec, tasks, results)
     try:
         worker.start()
     except (BrokenPipeError, EOFError, ConnectionError):
@@ -97,7 +97,9 @@ def worker_main(spec: WorkerSpec, index: int, tasks, results) -> None:
         raise SystemExit(1) from None
 
 
-class _Worker:
+class Worker:
+    """One worker process's side of a run: its model, its inbox, its chunks and their results."""
+
     def __init__(self, spec: WorkerSpec, tasks, results):
         self.spec, self.tasks, self.results = spec, tasks, results
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()  # work, items, end, stop

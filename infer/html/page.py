@@ -29,10 +29,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from unsupseg.core.atomic import write_text_atomic
-from unsupseg.core.html import esc, fmt, kv_table, page, svg_histogram, table
+from unsupseg.core.html import esc, fmt, html_table, kv_table, page, svg_histogram
 from unsupseg.core.overlay import MASK_COLOUR, TRUTH_COLOUR
 from unsupseg.infer.html.previews import Preview, make_previews
-from unsupseg.infer.html.select import BINS, FAILED, RANDOM, WORST, Entry, Selection, Selector, read_summary
+from unsupseg.infer.html.select import FAILED, RANDOM, WORST, Entry, Selection, Selector, read_summary
 
 FAILURE_ROWS = 1000  # failures listed in the table (all are in summary.json)
 
@@ -160,7 +160,7 @@ def _run_section(runs: list[dict]) -> str:
             for r in runs
         ]
         header = ["shard", "provider", "device", "images", "time (s)", "images/s", "started"]
-        out.append(f"<p>{len(runs)} shards merged:</p>" + table(header, shard_rows))
+        out.append(f"<p>{len(runs)} shards merged:</p>" + html_table(header, shard_rows))
     args = first.get("args") or {}
     out.append("<details><summary>arguments</summary>")
     out.append(kv_table((k, _arg(v)) for k, v in args.items()))
@@ -198,7 +198,7 @@ def _failures_section(failed: list[dict]) -> list[str]:
     tail = f'<p class="note">and {more:,} more in summary.json</p>' if more > 0 else ""
     return [
         f"<h2>Failures ({len(failed):,})</h2>",
-        table(["input", "reason"], ([f["input"], f["error"]] for f in shown), "wrap") + tail,
+        html_table(["input", "reason"], ([f["input"], f["error"]] for f in shown), "wrap") + tail,
     ]
 
 
@@ -291,6 +291,3 @@ def _entry(e: Entry, p: Preview, assets: str, by: str) -> tuple[str, str]:
         f"<h3>{badges} {esc(name)}</h3>{kv_table(details)}{panels}</div>"
     )
     return tile, view
-
-
-__all__ = ["BINS", "PageResult", "build_report"]
