@@ -3,7 +3,9 @@
 - ``core`` imports nothing of ours; ``train`` and ``infer`` import only ``core``; ``export``
   imports the other three;
 - ``infer`` never imports torch (seginfer installs without it);
-- no module imports itself through others: no import cycle.
+- no module imports itself through others: no import cycle;
+- every import of ours names a module or a name that exists (an import inside a function,
+  or in a module that only a fork server loads, fails only when it runs).
 """
 
 from __future__ import annotations
@@ -59,6 +61,44 @@ def _imports(name: str, path: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def graph() -> dict[str, set[str]]:
     return {name: _imports(name, path) for name, path in _modules().items()}
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """The names a module binds at its top level (definitions, assignments, imports)."""
+    names = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def test_imports_of_ours_resolve():
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                wrong += [f"{name}: import {a.name}" for a in node.names if _ours(a.name, modules)]
+            elif isinstance(node, ast.ImportFrom) and not node.level and _ours(node.module, modules):
+                wrong.append(f"{name}: from {node.module} import ...")
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module in modules:
+                bound = _top_level_names(modules[node.module])
+                wrong += [
+                    f"{name}: from {node.module} import {a.name}"
+                    for a in node.names
+                    if f"{node.module}.{a.name}" not in modules and a.name not in bound
+                ]
+    assert not wrong, f"imports of what does not exist: {wrong}"
+
+
+def _ours(module: str, modules: dict) -> bool:
+    """Whether ``module`` is in our packages' namespace but is no module of them."""
+    return module.split(".")[0] == "unsupseg" and module not in modules
 
 
 def _package(module: str) -> str:

@@ -7,7 +7,7 @@ afterwards is safe. Used when the device is ``auto`` or ``cuda``; with ``cpu`` n
 CUDA and the fork server imports the worker module alone.
 """
 
-from unsupseg.infer import workers  # noqa: F401
+from unsupseg.infer.engines import worker  # noqa: F401
 from unsupseg.infer.model.session import _preload_cuda_libraries
 
 _preload_cuda_libraries()
