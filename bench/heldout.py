@@ -6,7 +6,7 @@ training data does not have. Two draws of the same specifications:
 
 * ``VALIDATION_SEED`` (1000+): used while choosing the default model (architecture,
   width, noise strength); its figures are not reported as results.
-* ``TEST_SEED`` (2000+): reported in docs/benchmarks.md and the README; never looked
+* ``TEST_SEED`` (2000+): reported in docs/benchmarks.md and docs/results.md; never looked
   at while choosing anything.
 """
 

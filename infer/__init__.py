@@ -6,12 +6,14 @@ the way the ``seginfer`` command (cli/seginfer.py) does. docs/architecture.md ma
 
 from unsupseg.infer.engines.base import Engine
 from unsupseg.infer.engines.local import LocalEngine
+from unsupseg.infer.engines.registry import EngineChoice
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.run import RunOptions, RunResult, run_folder
 from unsupseg.infer.runfiles import RunFiles
 
 __all__ = [
     "Engine",
+    "EngineChoice",
     "LocalEngine",
     "RunFiles",
     "RunOptions",

@@ -8,7 +8,7 @@ foreground. Per image (all pages together):
 - ``dice``; pixel counts ``n_pixels``, ``n_foreground`` (written mask),
   ``n_mask_foreground`` (ground truth) and ``n_intersection``.
 
-``summary.json`` (its layout modelled on nnU-Net's; the README documents it)::
+``summary.json`` (its layout modelled on nnU-Net's; docs/seginfer.md documents it)::
 
     {"n_images", "n_written", "n_failed", "n_skipped",
      "failed": [{"input", "error"}],

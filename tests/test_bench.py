@@ -1,10 +1,12 @@
-"""`python -m bench.run --quick`: every section lands in the markdown and the JSON."""
+"""The benchmark scripts: `python -m bench.run --quick` puts every section in the markdown and the JSON;
+the README's picture is what bench/readme_picture.py makes."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.realsets import DEFAULT_REAL
@@ -112,3 +114,19 @@ def test_icount_modes_do_the_work_they_count(tmp_path, mode):
     else:  # the setup's warm-up run wrote the first 16 through the worker path
         assert steps == sorted(f"{i}.png" for i in range(24))
         assert masks == sorted(f"img_{i:05d}.png" for i in range(16))
+
+
+def test_the_readme_picture_is_what_its_script_makes():
+    """docs/nuclei.png is bench/readme_picture.py's picture of stardist's nuclei with the packaged
+    model: the README shows what seginfer gives (after a new packaged model, run the script)."""
+    from PIL import Image
+
+    from bench.readme_picture import OUT, picture
+    from bench.realdata import stardist_image
+
+    image, _ = stardist_image()
+    made, _ = picture(image)
+    shown = np.asarray(Image.open(OUT).convert("RGB"))
+    assert shown.shape == made.shape
+    differ = np.count_nonzero((shown != made).any(axis=2))
+    assert differ == 0, f"{differ} pixels differ; run python -m bench.readme_picture"
