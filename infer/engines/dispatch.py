@@ -1,5 +1,6 @@
 """The main process's side of one ``ProcessEngine`` run: hand out chunks, report results,
-serve model batches, replace workers that die, stop them all when the run must stop.
+serve model batches, replace workers that die (through the pool, pool.py), stop them all
+when the run must stop.
 
 One thread, one loop: wait until a worker's pipe has a message or a worker process ended
 (``multiprocessing.connection.wait`` on pipes and process sentinels), handle it, answer the

@@ -1,6 +1,7 @@
 """``seginfer --engine local``: one process, one onnxruntime session, reader and writer threads.
 
-The engine protocol it implements is base.py's.
+Every per-item step is ``ItemWork``'s (items.py); this engine decides which thread runs
+each, and in what order. The protocol it implements is base.py's.
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
 Each worker builds its own ``Segmenter`` (its own onnxruntime session with ``threads``
 intra-op threads; none is inherited from the main process), then does every step of each
-item of the chunks the main process hands it, with ``ItemWork``: keep (``--skip-existing``)
-or read, normalise, segment (pages of several items share onnxruntime calls), write and
-evaluate, and sends the results back. The steps run one after the other in one thread:
-the other workers are the overlap, and a worker without reader and writer threads spends
-less CPU per image (no interpreter lock handed back and forth). Messages, on two pipes:
+item of the chunks the main process hands it, with ``ItemWork`` (``run_items``, items.py):
+keep (``--skip-existing``) or read, normalise, segment (pages of several items share
+onnxruntime calls), write and evaluate, and sends the results back. The steps run one
+after the other in one thread: the other workers are the overlap, and a worker without
+reader and writer threads spends less CPU per image (no interpreter lock handed back and
+forth). Messages, on two pipes:
 
     main -> worker   ("work", ItemWork, served)  once, after the run lock is taken (served: the
                                                main process's session, when it runs the model)
