@@ -124,9 +124,11 @@ class ItemWork:
         return read_pages(item.src, self.max_pixels)
 
     def prepare(self, item: Item, seg: Segmenter) -> tuple[np.ndarray | None, np.ndarray | TiledPages]:
-        """Read the input and normalise it for ``seg``: (its pages as read when a writer needs them,
-        else None; the pages ``seg.predict_stream`` takes)."""
-        pages = self.read(item)
+        """Read the input (as ``read`` does) and normalise it for ``seg``: (its pages as read when a
+        writer needs them, else None; the pages ``seg.predict_stream`` takes)."""
+        if self.stopped is not None:  # ``read`` inline: no call more per input on the engines' path
+            raise OutputError(self.stopped)
+        pages = read_pages(item.src, self.max_pixels)
         return (pages if self.needs_image else None), seg.normalise(pages)
 
     def write(self, item: Item, seg: Segmentation) -> ItemResult:
