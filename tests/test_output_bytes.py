@@ -25,7 +25,9 @@ before hashing, and only that:
   started, finished, time and images/s, the date under the title, the ``model`` argument, the
   command line, the versions line);
 - ``*_rois.zip``: each member's name and bytes, in order (a zip also stores the time it was
-  written).
+  written);
+- ``*_prob.tif``: the probabilities rounded to 5 decimals, with their shape and type (another CPU
+  may round the network's sums differently in the last bit).
 
 The model is the tests' torch-free ONNX model (``conftest.py``) on the CPU with one thread.
 After a deliberate change of an output, record the digests again with
@@ -160,6 +162,14 @@ def _zip(raw: bytes, path: Path) -> bytes:
         return b"".join(i.filename.encode() + b"\0" + zf.read(i) for i in zf.infolist())
 
 
+def _prob(path: Path) -> bytes:
+    """A probability map's values to 5 decimals, with its shape and type: onnxruntime may sum the
+    convolution in another order on another CPU (AVX2 or AVX-512), which moves the last bit of a
+    float32 and so the file's bytes, not what the map says."""
+    prob = tifffile.imread(path)
+    return f"{prob.shape} {prob.dtype}".encode() + np.round(prob.astype(np.float64), 5).tobytes()
+
+
 def _digests(out: Path) -> dict[str, str]:
     found = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
@@ -171,6 +181,8 @@ def _digests(out: Path) -> dict[str, str]:
             raw = _page(raw)
         elif rel.endswith(".zip"):
             raw = _zip(raw, path)
+        elif rel.endswith("_prob.tif"):
+            raw = _prob(path)
         found[rel] = hashlib.sha256(raw).hexdigest()
     return found
 
