@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/default
 DEMO   ?= runs/demo
 
-.PHONY: install train model bioimageio demo test test-fast bench lint format clean
+.PHONY: install train model bioimageio demo test test-fast golden bench lint format clean
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ test: $(STAMP)
 ## Quick loop for development: everything but the slow end-to-end tests
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+## Rewrite tests/golden/packaged_masks.npz (the packaged model's masks on real images, checked by
+## tests/test_golden.py) after a change meant to change them; say why in the commit message
+golden: $(STAMP)
+	$(BIN)/python tests/golden_masks.py
 
 SWEEP := runs/w4/model.pt $(RUN)/model.pt runs/w16/model.pt
 bench: $(STAMP) $(SWEEP)
