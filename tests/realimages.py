@@ -75,3 +75,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks (1 when both are empty)."""
     union = np.count_nonzero(a | b)
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def real_crops(pages, n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
+    """``n`` raw (h, w) crops of real pages, reflect-extended where a page is smaller."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        page = pages[rng.integers(len(pages))]
+        while page.shape[0] < h or page.shape[1] < w:
+            ph, pw = max(0, h - page.shape[0]), max(0, w - page.shape[1])
+            page = np.pad(page, ((0, min(ph, page.shape[0] - 1)), (0, min(pw, page.shape[1] - 1))), "reflect")
+        y, x = rng.integers(page.shape[0] - h + 1), rng.integers(page.shape[1] - w + 1)
+        out.append(page[y : y + h, x : x + w])
+    return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from realimages import read_gray, real_sets
+from realimages import read_gray, real_crops, real_sets
 
 from unsupseg.core.padding import pad_to_multiple
 from unsupseg.infer import Segmenter
@@ -45,20 +45,6 @@ def shipped():
 def pages():
     """Real pages (raw, as seginfer reads them) of every set: ../shared/realdata or stardist's image."""
     return [read_gray(image) for files in real_sets().values() for image, _ in files]
-
-
-def real_crops(pages, n: int, h: int, w: int, seed: int) -> list[np.ndarray]:
-    """``n`` raw (h, w) crops of real pages, reflect-extended where a page is smaller."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        page = pages[rng.integers(len(pages))]
-        while page.shape[0] < h or page.shape[1] < w:
-            ph, pw = max(0, h - page.shape[0]), max(0, w - page.shape[1])
-            page = np.pad(page, ((0, min(ph, page.shape[0] - 1)), (0, min(pw, page.shape[1] - 1))), "reflect")
-        y, x = rng.integers(page.shape[0] - h + 1), rng.integers(page.shape[1] - w + 1)
-        out.append(page[y : y + h, x : x + w])
-    return out
 
 
 def torch_prob(model, x: np.ndarray) -> np.ndarray:
