@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/default
 DEMO   ?= runs/demo
 
-.PHONY: install train model bioimageio demo test test-fast golden bench lint format clean
+.PHONY: install train model bioimageio demo test test-heavy test-all test-fast golden bench lint format clean
 
 install: $(STAMP)
 
@@ -48,10 +48,19 @@ demo: $(STAMP)
 	$(BIN)/seginfer --input $(DEMO)/sample/images --masks $(DEMO)/sample/masks \
 	    --output $(DEMO)/masks --model $(DEMO)/model.onnx --overwrite
 
+## The everyday suite: everything but the heavy whole-chain runs (under 10 minutes on 2 cores)
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not heavy"
+
+## The heavy whole-chain runs make test leaves out: the quick benchmark, a real adaptation (CI runs them)
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy
+
+## Both sets in one run
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
-## Quick loop for development: everything but the slow end-to-end tests
+## Quick loop for development: everything but the slow end-to-end tests (and the heavy ones)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 

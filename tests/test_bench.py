@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_quick_bench_writes_every_section(tmp_path):
     from unsupseg.train.config import make_config
     from unsupseg.train.data import generate, save_npz
