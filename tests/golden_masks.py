@@ -54,9 +54,10 @@ def _source(src: str) -> Path:
 
 
 def model_sha256() -> str:
-    from unsupseg.infer.api import default_model_path
+    """sha256 of the packaged default.onnx (the model seginfer runs without --model)."""
+    from unsupseg.infer import Segmenter
 
-    return hashlib.sha256(default_model_path().read_bytes()).hexdigest()
+    return hashlib.sha256(Segmenter(device="cpu", threads=1).model_path.read_bytes()).hexdigest()
 
 
 def segment(names: list[str], work: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
