@@ -105,7 +105,7 @@ def test_segtrain_data_dir_adapts_and_writes_a_run_folder(tmp_path, tiny_checkpo
     orient = summary["adaptation"]["orientation"]
     assert card["polarity"] == ("model" if orient["fixed"] else "auto")
     assert orient["fixed"] == (orient["consistency"] >= AdaptConfig.orientation_consistency)
-    # a range only: the 2-epoch width-4 start model segments nothing here (IoU ~0 as written); the
+    # a range only: the 2-epoch width-4 start model misses the objects here (IoU ~0 as written); the
     # floor of a real adaptation is in tests/test_adapt_real.py
     assert 0 <= summary["final"]["iou_as_written"] <= 100
     cands = summary["adaptation"]["candidates"]
