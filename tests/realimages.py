@@ -71,6 +71,15 @@ def link_folder(folder: Path, files: list[Path]) -> Path:
     return folder
 
 
+def link_pairs(images: Path, masks: Path, pairs: list[tuple[Path, Path]]) -> None:
+    """Links to the images in ``images`` and to their masks in ``masks`` under the image's stem
+    (stardist's mask2d.tif becomes img2d.tif), so that seginfer and segtrain match them."""
+    link_folder(images, [image for image, _ in pairs])
+    masks.mkdir(parents=True, exist_ok=True)
+    for image, mask in pairs:
+        (masks / (image.stem + mask.suffix)).symlink_to(mask.resolve())
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks (1 when both are empty)."""
     union = np.count_nonzero(a | b)

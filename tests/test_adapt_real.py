@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realimages import have_shared, link_folder, read_gray, real_crops, real_sets
+from realimages import have_shared, link_pairs, read_gray, real_crops, real_sets
 from test_parity_shipped import compare, torch_prob
 
 from unsupseg.core.padding import pad_to_multiple
@@ -49,9 +49,7 @@ def adapted(tmp_path_factory):
     """(root, set name, metrics.json): segtrain --data on the folder, then segexport."""
     root = tmp_path_factory.mktemp("adapt_real")
     name = "nuclei" if have_shared() else "stardist"
-    files = real_sets()[name][:4]
-    link_folder(root / "images", [image for image, _ in files])
-    link_folder(root / "masks", [mask for _, mask in files])
+    link_pairs(root / "images", root / "masks", real_sets()[name][:4])
     r = run("segtrain", "--data", root / "images", "--masks", root / "masks", "--out", root / "run",
             "--threads", 2, "--seed", 0)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from realimages import link_folder, mask_iou, read_gray, real_sets
+from realimages import link_pairs, mask_iou, read_gray, real_sets
 
 from unsupseg.infer import Segmenter
 
@@ -111,9 +111,7 @@ def real_folder(tmp_path_factory):
     256-px tiles."""
     root = tmp_path_factory.mktemp("real_engines")
     for s, files in real_sets().items():
-        picked = files[:4]
-        link_folder(root / "in" / s, [image for image, _ in picked])
-        link_folder(root / "truth" / s, [mask for _, mask in picked])
+        link_pairs(root / "in" / s, root / "truth" / s, files[:4])
     return root
 
 
@@ -158,6 +156,7 @@ def test_local_engine_writes_the_segmenters_masks(real_folder, local_run):
     assert n_tiled > 0  # some images ran in tiles
     summary = json.loads((local_run / "summary.json").read_text())
     assert summary["n_failed"] == 0 and summary["n_written"] == len(masks)
+    assert len(summary["metric_per_case"]) == len(masks) and 0 < summary["mean"]["iou"] <= 1  # truth matched
 
 
 @pytest.mark.slow
