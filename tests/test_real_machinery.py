@@ -3,7 +3,7 @@ masks from every engine of the installed ``seginfer``.
 
 The network has image-wide context features (the mean of its bottleneck), so a tile does not see
 what the whole image sees and tiled masks differ from whole ones; the bounds below say by how much.
-Measured on ../shared/realdata with default.onnx of 2026-11-27, 64-px overlap, IoU of the masks as
+Measured on ../shared/realdata with the default.onnx of commit a5030ed, 64-px overlap, IoU of the masks as
 written (the ``auto`` foreground rule) against the whole image's:
 
     tile    nuclei (10)       horse (30)          em (10)           stardist img2d
