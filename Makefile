@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 RUN    ?= runs/default
 DEMO   ?= runs/demo
 
-.PHONY: install train model bioimageio demo test test-fast bench lint format clean
+.PHONY: install train model bioimageio demo test test-heavy test-all test-fast golden bench lint format clean
 
 install: $(STAMP)
 
@@ -48,12 +48,26 @@ demo: $(STAMP)
 	$(BIN)/seginfer --input $(DEMO)/sample/images --masks $(DEMO)/sample/masks \
 	    --output $(DEMO)/masks --model $(DEMO)/model.onnx --overwrite
 
+## The everyday suite: everything but the heavy whole-chain runs (under 10 minutes on 2 cores)
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not heavy"
+
+## The heavy whole-chain runs make test leaves out: the quick benchmark, a real adaptation (CI runs them)
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy
+
+## Both sets in one run
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
-## Quick loop for development: everything but the slow end-to-end tests
+## Quick loop for development: everything but the slow end-to-end tests (and the heavy ones)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+## Rewrite tests/golden/packaged_masks.npz (the packaged model's masks on real images, checked by
+## tests/test_golden.py) after a change meant to change them; say why in the commit message
+golden: $(STAMP)
+	$(BIN)/python tests/golden_masks.py
 
 SWEEP := runs/w4/model.pt $(RUN)/model.pt runs/w16/model.pt
 bench: $(STAMP) $(SWEEP)

@@ -26,9 +26,10 @@ def test_gaussian_blur_is_scipys_with_zero_padding(sigma, shape):
     x = np.random.default_rng(0).random(shape).astype(np.float32)
     got = gaussian_blur(torch.from_numpy(x)[None, None], sigma)[0, 0].numpy()
     r = int(np.ceil(3 * sigma))
-    if r < min(shape):  # scipy's kernel is not cut to the image; ours is (the same when it fits)
-        want = ndimage.gaussian_filter(x, sigma, mode="constant", truncate=r / sigma)
-        np.testing.assert_allclose(got, want, atol=2e-6)
+    # Ours cuts the window to the image (sigma 8 on 9 rows: 17 of 49 taps); with zero padding the
+    # taps cut off never meet a pixel, so scipy's uncut window gives the same values.
+    want = ndimage.gaussian_filter(x, sigma, mode="constant", truncate=r / sigma)
+    np.testing.assert_allclose(got, want, atol=2e-6)
 
 
 def _two_brightness_image(h=64, w=96):
@@ -104,6 +105,8 @@ def test_segtrain_data_dir_adapts_and_writes_a_run_folder(tmp_path, tiny_checkpo
     orient = summary["adaptation"]["orientation"]
     assert card["polarity"] == ("model" if orient["fixed"] else "auto")
     assert orient["fixed"] == (orient["consistency"] >= AdaptConfig.orientation_consistency)
+    # a range only: the 2-epoch width-4 start model misses the objects here (IoU ~0 as written); the
+    # floor of a real adaptation is in tests/test_adapt_real.py
     assert 0 <= summary["final"]["iou_as_written"] <= 100
     cands = summary["adaptation"]["candidates"]
     assert [c["step"] for c in cands] == [0, 40, 80, 120, 160]

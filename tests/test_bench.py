@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_quick_bench_writes_every_section(tmp_path):
     from unsupseg.core.data import generate, save_npz
     from unsupseg.train.config import make_config

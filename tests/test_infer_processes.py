@@ -220,6 +220,7 @@ def test_an_output_fault_in_the_workers_stops_the_run(folder, local_run, infer_m
     assert "seginfer: stopped:" in r.stderr and "--skip-existing" in r.stderr
     assert failing_output.error in r.stderr
     written = _mask_files(out)
+    assert written, "no mask was written before the fault: the comparison below would check nothing"
     assert all(data == _mask_files(local_run)[name] for name, data in written.items())
     failing_output.clear()
     r = _run([*_engine_args(root, out, "--skip-existing"), "--workers", "2"], infer_model_path)
