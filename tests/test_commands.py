@@ -48,7 +48,7 @@ def test_a_usage_error_exits_2_and_writes_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A short segtrain run (2 epochs of 64 generated images, width 4) and segexport of it."""
-    from unsupseg.train.data import generate, save_npz
+    from unsupseg.core.data import generate, save_npz
 
     root = tmp_path_factory.mktemp("commands")
     xtr, ytr = generate(64, seed=21)

@@ -1,5 +1,5 @@
 """Golden masks of the packaged model on real images (tests/golden_masks.py makes them): a change of
-infer/models/default.onnx or of the path from file to mask (reading, normalisation, padding,
+infer/model/default.onnx or of the path from file to mask (reading, normalisation, padding,
 the network, the foreground rule, the mask writer) shows here, and the commit that makes it has to
 regenerate the file and say why."""
 

@@ -1,4 +1,4 @@
-"""The shipped pair in numbers: train/models/default.pt (torch) against infer/models/default.onnx
+"""The shipped pair in numbers: train/models/default.pt (torch) against infer/model/default.onnx
 (onnxruntime through seginfer's own session), on real images, at production shapes.
 
 Production shapes: seginfer runs at most 1024 x 1024 pixels per onnxruntime call
