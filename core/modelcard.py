@@ -18,6 +18,9 @@ PREFIX = "unsupseg."
 INPUT_NAME = "image"  # (batch, 1, height, width) float32, normalised to [0, 1]
 OUTPUT_NAME = "prob"  # (batch, 1, height, width) float32 in [0, 1]
 POLARITY_RULES = ("auto", "border", "minority", "bright", "dark", "model")  # core/polarity.py
+# what turns the network's two-region split into the mask (core/structure/): "auto" decides per
+# folder from a sample of it; files written before the field existed read as "none"
+STRUCTURE_RULES = ("auto", "none", "objects", "membranes", "photo")
 
 
 @dataclass
@@ -33,10 +36,14 @@ class ModelCard:
     test_iou: float | None = None  # final polarity-free IoU on the test split, percent
     checkpoint_sha256: str = ""  # sha256 of the source model.pt (set by the exporter)
     quantization: str = "none"  # "none" or "int8-qdq"
+    structure: str = "none"  # the structure step after the foreground rule (core/structure/)
+    structure_context: dict = field(default_factory=dict)  # its folder-level measurements (adaptation)
 
     def __post_init__(self) -> None:
         if self.polarity not in POLARITY_RULES:
             raise ValueError(f"polarity must be one of {POLARITY_RULES}, got {self.polarity!r}")
+        if self.structure not in STRUCTURE_RULES:
+            raise ValueError(f"structure must be one of {STRUCTURE_RULES}, got {self.structure!r}")
 
     # -- plain dict (checkpoint) ---------------------------------------------------
     def to_dict(self) -> dict:

@@ -31,8 +31,10 @@ from unsupseg.core.errors import OutputError
 from unsupseg.core.files import MaskIndex
 from unsupseg.core.imageio import PILLOW_MAX_PIXELS, read_mask, read_pages
 from unsupseg.core.labels import Labeling, count_objects
+from unsupseg.core.structure.rule import Structure
 from unsupseg.infer.faults import output_fault
 from unsupseg.infer.inputs import Item
+from unsupseg.infer.model.postprocess import Cleanup
 from unsupseg.infer.model.segmenter import Segmenter
 from unsupseg.infer.model.tiles import TiledPages
 from unsupseg.infer.report import CaseResult, describe_error, evaluate
@@ -85,6 +87,14 @@ class ItemWork:
         self.output: str | None = None  # the run's output folder (never re-created once gone)
         self.owner: str | None = None  # the tag of the run's temporary files (its lock holder's)
         self.stopped: str | None = None  # the output fault that ended this copy's work
+        self.structure = Structure()  # the run's structure step ("none" until set_structure)
+        self.cleanup = Cleanup()  # the clean-up after it (the segmenter's, when the step is active)
+
+    def set_structure(self, structure: Structure, cleanup: Cleanup) -> None:
+        """The structure step the run resolved (core/structure/), and the clean-up that follows it:
+        the step reads the pages as read, so the writers get them then."""
+        self.structure, self.cleanup = structure, cleanup
+        self.needs_image = self.needs_image or structure.active
 
     def bind(self, output: str | os.PathLike, owner: str) -> None:
         """Attach the run: its output folder and the owner tag of its temporary files."""
@@ -141,6 +151,13 @@ class ItemWork:
         if self.stopped is not None:
             return ItemResult(item.src, error=self.stopped, fatal=True)
         seg.labeling = self.labeling
+        if self.structure.active:
+            try:
+                seg.mask = self.structure.apply(seg.image, seg.mask, seg.prob)
+            except Exception as e:  # the step failed on this input: it fails alone, named
+                return ItemResult(item.src, error=describe_error(e))
+            for page in seg.mask:
+                self.cleanup.apply(page)
         if self.masks is not None and seg.truth is None:
             found = self.masks.find(item.rel)  # writers may draw it (--overlays)
             seg.truth = None if found is None else str(found)

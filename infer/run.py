@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +43,7 @@ from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
 from unsupseg.infer.report import Report, describe_error
 from unsupseg.infer.runfiles import RunFiles
 from unsupseg.infer.runlock import RunLock
+from unsupseg.infer.sample import DEFAULT_SAMPLE, sample_pages
 
 # packages whose versions the manifest records
 MANIFEST_PACKAGES = (
@@ -127,10 +128,13 @@ def run_folder(
     progress = progress or _Silent()
     output = Path(output)
     items, work = plan_run(inputs, output, options)
-    engine = choose_engine(engine, items, options.segmenter)
-    segmenter = engine.open(options.segmenter)
+    config, structure = resolve_structure(items, work, options.segmenter)
+    engine = choose_engine(engine, items, config)
+    segmenter = engine.open(config)
+    work.set_structure(segmenter.structure, segmenter.cleanup)
+    files = RunFiles(output, options.shard)
     try:
-        return _run(items, work, engine, segmenter, RunFiles(output, options.shard), options, progress, args)
+        return _run(items, work, engine, segmenter, files, options, progress, args, structure)
     finally:
         close = getattr(engine, "close", None)  # an engine with processes of its own ends them
         if close is not None:
@@ -146,6 +150,7 @@ def _run(
     options: RunOptions,
     progress: RunProgress,
     args: dict | None,
+    structure: dict,
 ) -> RunResult:
     """The run once planned and its engine open: lock, manifest, segment, report."""
     output = files.folder
@@ -161,6 +166,7 @@ def _run(
         progress.start(len(items), segmenter, engine)
         recorded = args if args is not None else _options_args(options)
         manifest = _manifest(recorded, segmenter, engine, len(items))
+        manifest["structure"] = structure
         report = _start(files, manifest, len(items), work)
         with report:
             elapsed, stop = _segment(engine, items, work, report, progress)
@@ -284,6 +290,41 @@ def _finish_manifest(
     except OSError as e:
         return [f"{files.manifest.name} not updated: {describe_fault(e, files.folder)}"]
     return []
+
+
+def resolve_structure(items: Plan, work: ItemWork, config: SegmenterConfig) -> tuple[SegmenterConfig, dict]:
+    """The run's structure step (core/structure/): the one asked (``--structure``) or the model
+    card's, and for "auto" the one ``detect_structure`` finds on a sample of the inputs (the
+    network's masks of up to ``DEFAULT_SAMPLE`` inputs spread over the folder). Returns the
+    configuration with the step fixed, and its record for the manifest."""
+    asked = config.structure
+    probe = config.build(structure="none")  # the network alone: what the detection measures
+    wanted = asked or probe.card.structure
+    if wanted != "auto":
+        context = config.structure_context
+        if context is None:  # the card's context belongs to the card's step
+            context = probe.card.structure_context if wanted == probe.card.structure else {}
+        return replace(config, structure=wanted, structure_context=context), {
+            "kind": wanted,
+            "from": "--structure" if asked else "model card",
+            "context": context,
+        }
+    from unsupseg.core.structure.detect import detect_structure
+
+    start = time.perf_counter()
+    sample = sample_pages(items, work.read, DEFAULT_SAMPLE)
+    probs = [probe.predict(page)[1] for page in sample.pages]
+    found = detect_structure(sample.pages, probs)
+    record = {
+        "kind": found.structure.kind,
+        "from": "auto: detected on a sample of the inputs",
+        "context": found.structure.context,
+        "evidence": found.evidence,
+        "sample": sample.sources,
+        "skipped": sample.skipped,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return replace(config, structure=found.structure.kind, structure_context=found.structure.context), record
 
 
 def plan_run(inputs: str | os.PathLike | Inputs, output: Path, options: RunOptions) -> tuple[Plan, ItemWork]:

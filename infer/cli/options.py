@@ -129,6 +129,7 @@ def run_options(p: dict) -> RunOptions:
         foreground=p["foreground"],
         min_size=p["min_size"],
         fill_holes=p["fill_holes"],
+        structure=p["structure"],
         **_labeling(p["labels"], p["rois"], p["masks"], p["split"], p["min_distance"], p["labels_3d"]),
     )
     return RunOptions(

@@ -120,8 +120,9 @@ class BatchScheduler:
                 yield job.key, (self._cleaned(masks), job.prob if with_prob else None)
 
     def _cleaned(self, masks: np.ndarray) -> np.ndarray:
-        """The post-processing of the Segmenter (fill holes, drop specks), page by page, in place."""
-        if self.seg.cleanup.active:
+        """The post-processing of the Segmenter (fill holes, drop specks), page by page, in place.
+        With a structure step, the clean-up follows the step instead (``ItemWork.write``, ``predict``)."""
+        if self.seg.cleanup.active and not self.seg.structure_active:
             for page in masks:
                 self.seg.cleanup.apply(page)
         return masks

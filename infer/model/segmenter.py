@@ -25,9 +25,10 @@ import numpy as np
 from unsupseg.core.errors import ImageReadError, ModelFileError
 from unsupseg.core.imageio import check_pages
 from unsupseg.core.labels import DEFAULT_MIN_DISTANCE, Labeling
-from unsupseg.core.modelcard import POLARITY_RULES, ModelCard
+from unsupseg.core.modelcard import POLARITY_RULES, STRUCTURE_RULES, ModelCard
 from unsupseg.core.normalize import histogram_dtype
 from unsupseg.core.padding import round_up
+from unsupseg.core.structure.rule import Structure
 from unsupseg.infer.model.postprocess import Cleanup
 from unsupseg.infer.model.scheduler import BatchScheduler
 from unsupseg.infer.model.session import DeviceRequest, parse_device
@@ -69,6 +70,8 @@ class SegmenterConfig:
     split: bool = False  # instance labels: separate touching objects (distance-transform watershed)
     min_distance: int = DEFAULT_MIN_DISTANCE  # pixels between the centres of objects --split separates
     labels_3d: bool = False  # label a multi-page image as one volume instead of page by page
+    structure: str | None = None  # the structure step (core/structure/); None = the model card's
+    structure_context: dict | None = None  # its folder-level context; None = the model card's
 
     def __post_init__(self) -> None:
         if isinstance(self.device, str):
@@ -114,6 +117,8 @@ class Segmenter:
         split: bool = False,
         min_distance: int = DEFAULT_MIN_DISTANCE,
         labels_3d: bool = False,
+        structure: str | None = None,
+        structure_context: dict | None = None,
         session=None,
     ):
         from unsupseg.infer.model.session import OnnxSession
@@ -130,6 +135,8 @@ class Segmenter:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if foreground is not None and foreground not in POLARITY_RULES:
             raise ValueError(f"foreground must be one of {POLARITY_RULES}, got {foreground!r}")
+        if structure is not None and structure not in STRUCTURE_RULES:
+            raise ValueError(f"structure must be one of {STRUCTURE_RULES}, got {structure!r}")
         self.model_path = Path(model) if model is not None else default_model_path()
         self.session = session or OnnxSession(self.model_path, device=device, threads=threads)
         self.card: ModelCard = self.session.card
@@ -141,8 +148,17 @@ class Segmenter:
         self.threshold = float(self.card.threshold if threshold is None else threshold)
         self.foreground = foreground or self.card.polarity
         self.cleanup = Cleanup(min_size, fill_holes)
+        kind = structure or self.card.structure
+        context = self.card.structure_context if structure_context is None else structure_context
+        # None while "auto" is not yet resolved (run_folder resolves it for a folder, predict per image)
+        self.structure: Structure | None = None if kind == "auto" else Structure(kind, dict(context or {}))
         self.labeling = Labeling(split, min_distance, labels_3d, min_size)
         self._grids: dict[tuple[int, int], TileGrid] = {}  # image shape -> its tiles
+
+    @property
+    def structure_active(self) -> bool:
+        """Whether a structure step may follow the network (then the clean-up comes after it)."""
+        return self.structure is None or self.structure.active
 
     @property
     def provider(self) -> str:
@@ -191,6 +207,16 @@ class Segmenter:
         if isinstance(result, BaseException):
             raise result
         mask, prob = result
+        structure = self.structure
+        if structure is None:  # "auto" on a single image: decided from the image itself
+            from unsupseg.core.structure.detect import detect_structure
+
+            structure = detect_structure([arr if arr.ndim == 2 else arr[0]], [prob[0]]).structure
+        if structure.active:
+            mask = structure.apply(arr[None] if arr.ndim == 2 else arr, mask, prob)
+        if self.structure_active:  # the clean-up waited for the step
+            for page in mask:
+                self.cleanup.apply(page)
         out = (mask, prob, self.labeling.label(mask)) if labels else (mask, prob)
         return tuple(a[0] for a in out) if arr.ndim == 2 else out
 
