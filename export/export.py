@@ -157,17 +157,31 @@ def export_onnx(
     log: Callable[[str], None] = print,
 ) -> ExportReport:
     """Export model.pt to a single .onnx file, verify it, write it atomically."""
-    import onnx
 
     from unsupseg.train.checkpoint import load_model, sha256_file
 
     ckpt_path, onnx_path = Path(ckpt_path), Path(onnx_path)
     check_output(onnx_path, overwrite)
     model, card, _ = load_model(ckpt_path)
-    card.package_version = __version__
     card.checkpoint_sha256 = sha256_file(ckpt_path)
-    proto = to_onnx(model, card, opset, source=str(ckpt_path))
+    return export_model(model, card, onnx_path, opset, verify, log, source=str(ckpt_path))
 
+
+def export_model(
+    model,
+    card: ModelCard,
+    onnx_path: str | os.PathLike,
+    opset: int = OPSET,
+    verify: bool = True,
+    log: Callable[[str], None] = print,
+    source: str = "model",
+) -> ExportReport:
+    """A network in memory (torch) to a single .onnx file, verified, written atomically."""
+    import onnx
+
+    onnx_path = Path(onnx_path)
+    card.package_version = __version__
+    proto = to_onnx(model, card, opset, source=source)
     tmp = temp_path_beside(onnx_path)
     try:
         onnx.save_model(proto, tmp, save_as_external_data=False)
@@ -180,6 +194,22 @@ def export_onnx(
     size = onnx_path.stat().st_size
     log(f"wrote {onnx_path} ({size / 1e6:.2f} MB, opset {opset}, max abs diff {worst:.2e})")
     return ExportReport(onnx_path, card, worst, agreement, size, checks)
+
+
+def with_card(source: str | os.PathLike, card: ModelCard, onnx_path: str | os.PathLike) -> None:
+    """Copy an exported ONNX file with another model card in its metadata (the weights unchanged:
+    the adaptation keeps the packaged network when a structure step writes the masks), atomically."""
+    import onnx
+
+    proto = onnx.load_model(os.fspath(source))
+    card.package_version = __version__
+    set_metadata(proto, card)
+    tmp = temp_path_beside(Path(onnx_path))
+    try:
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        os.replace(tmp, onnx_path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _verify(model, path: Path, card: ModelCard, target: Path, log) -> tuple[float, float, list]:

@@ -70,6 +70,7 @@ class RunOptions:
     skip_existing: bool = False  # keep inputs whose outputs exist, process the rest (resume)
     max_megapixels: float | None = PILLOW_MAX_PIXELS / 1e6  # larger pages are refused; None: no limit
     html: bool = False  # write report.html (and report_files/) at the end (html/page.py)
+    adaptation: dict | None = None  # the record of the adaptation that made the model (seginfer --adapt)
 
 
 @dataclass
@@ -167,6 +168,8 @@ def _run(
         recorded = args if args is not None else _options_args(options)
         manifest = _manifest(recorded, segmenter, engine, len(items))
         manifest["structure"] = structure
+        if options.adaptation is not None:
+            manifest["adaptation"] = options.adaptation
         report = _start(files, manifest, len(items), work)
         with report:
             elapsed, stop = _segment(engine, items, work, report, progress)

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unsupseg.core.padding import central_window
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.report import describe_error
 
 DEFAULT_SAMPLE = 16  # inputs the structure rule auto looks at
+ADAPT_INPUTS = 32  # inputs seginfer --adapt adapts on
+ADAPT_PAGES_PER_INPUT = 2  # pages it takes from a multi-page input
 MAX_SIDE = 1024  # larger pages give their central window of this side
 
 
@@ -40,13 +43,6 @@ def spread(n_items: int, n: int) -> list[int]:
     return sorted({round(i * (n_items - 1) / (n - 1)) for i in range(n)}) if n > 1 else [n_items // 2]
 
 
-def window(page: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    """The central ``max_side`` x ``max_side`` window of a page (the page itself when it fits)."""
-    h, w = page.shape
-    y, x = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
-    return page[y : y + max_side, x : x + max_side]
-
-
 def sample_pages(
     items: Sequence[Item],
     read: Callable[[Item], np.ndarray],
@@ -65,7 +61,7 @@ def sample_pages(
             out.skipped.append({"input": item.src, "why": describe_error(e)})
             continue
         for k in spread(len(pages), pages_per_input):
-            page = window(pages[k], max_side)
+            page = central_window(pages[k], max_side)
             if page.size == 0 or float(page.max()) == float(page.min()):
                 why = f"page {k + 1} is constant: nothing to measure"
                 out.skipped.append({"input": item.src, "why": why})

@@ -42,6 +42,7 @@ from unsupseg.core.errors import DataError, ImageReadError
 from unsupseg.core.files import MaskIndex
 from unsupseg.core.imageio import read_image, read_mask
 from unsupseg.core.normalize import Normalization
+from unsupseg.core.padding import central_window
 from unsupseg.train.local_loss import energy
 
 PACKAGED = Path(__file__).with_name("models") / "default.pt"  # the start model (make model writes it)
@@ -69,6 +70,8 @@ class AdaptConfig:
     hold_every: int = 5  # every this-many-th image is held aside for the criterion
     max_images: int = 64  # images (pages) read, spread over the folder
     criterion_max_side: int = 512  # held-aside images are cut to this side for the criterion
+    max_side: int = 1024  # larger pages are cut to their central window of this side
+    structure_pages: int = 16  # pages the structure step is decided on (core/structure/detect.py)
     time_budget_s: float = 540.0  # training stops here; the snapshots so far remain candidates
     min_agreement: float = 0.3  # collapse guard: least IoU of a snapshot's mask with the start's
     orientation_consistency: float = 0.75  # fix the foreground orientation when this share agrees
@@ -100,10 +103,27 @@ class FolderImages:
     masks: list[np.ndarray | None]
     train: list[int]  # indices trained on
     held: list[int]  # indices held aside for the criterion
+    sources: list[str] = field(default_factory=list)  # the file of each image
+    skipped: list[dict] = field(default_factory=list)  # {"input", "why"}: files and pages not used
+
+    @classmethod
+    def of(
+        cls, pages: list[np.ndarray], hold_every: int, sources: list[str] | None = None, skipped=()
+    ) -> FolderImages:
+        """From pages already read (seginfer --adapt's sample, the napari plugin's layers)."""
+        if not pages:
+            raise DataError("no usable image to adapt to (every one was unreadable or constant)")
+        train, held = split_images(len(pages), hold_every)
+        raw = [np.asarray(p, dtype=np.float32) for p in pages]
+        return cls(raw, [None] * len(raw), train, held, list(sources or []), list(skipped))
 
 
 def read_folder(cfg: AdaptConfig, log: Callable[[str], None]) -> FolderImages:
-    """Up to ``max_images`` pages spread over the folder's files, and which are held aside."""
+    """Up to ``max_images`` pages spread over the folder's files, and which are held aside.
+
+    Unreadable files and constant pages (an empty field of view: nothing to learn) are named
+    in the log and in ``skipped``; the rest goes on. Pages larger than ``max_side`` on a side
+    give their central window (``core.padding.central_window``)."""
     from unsupseg.train.folder import FileIndex
 
     index = FileIndex(cfg.data)
@@ -114,22 +134,33 @@ def read_folder(cfg: AdaptConfig, log: Callable[[str], None]) -> FolderImages:
     finally:
         index.close()
     truth = MaskIndex(cfg.masks) if cfg.masks is not None else None
-    raw, masks = [], []
+    raw, masks, sources, skipped = [], [], [], []
     for path, rel in zip(paths, rels, strict=True):
         try:
             pages = read_image(path)
-        except ImageReadError as e:  # a bad file is named and skipped, as in training on a folder
+        except ImageReadError as e:  # named, and the rest goes on, as seginfer does
             log(f"skipped {e}")
+            skipped.append({"input": str(path), "why": str(e)})
             continue
         found = truth.find(rel) if truth is not None else None
         gt = read_mask(found) if found is not None else None
         for k, page in enumerate(pages[: cfg.max_images - len(raw)]):
-            raw.append(page)
-            masks.append(gt[k] if gt is not None and gt.shape == pages.shape else None)
+            if float(page.max()) == float(page.min()):
+                why = f"page {k + 1} is constant: nothing to learn from it"
+                log(f"skipped {path}: {why}")
+                skipped.append({"input": str(path), "why": why})
+                continue
+            raw.append(central_window(page, cfg.max_side))
+            fits = gt is not None and gt.shape == pages.shape
+            masks.append(central_window(gt[k], cfg.max_side) if fits else None)
+            sources.append(str(path))
     if not raw:
-        raise DataError(f"{cfg.data}: none of the {len(paths)} image files could be read")
+        raise DataError(
+            f"{cfg.data}: none of the {len(paths)} image files gave a usable image "
+            "(unreadable or constant); nothing to adapt to"
+        )
     train, held = split_images(len(raw), cfg.hold_every)
-    return FolderImages(raw, masks, train, held)
+    return FolderImages(raw, masks, train, held, sources, skipped)
 
 
 def split_images(n: int, hold_every: int) -> tuple[list[int], list[int]]:
@@ -193,9 +224,15 @@ def _lr(cfg: AdaptConfig, step: int) -> float:
 
 
 def adapt(
-    model: torch.nn.Module, images: FolderImages, cfg: AdaptConfig, device, log: Callable[[str], None]
+    model: torch.nn.Module,
+    images: FolderImages,
+    cfg: AdaptConfig,
+    device,
+    log: Callable[[str], None],
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Candidate]:
-    """Fine-tune ``model`` in place on the training images; returns the trained snapshots."""
+    """Fine-tune ``model`` in place on the training images; returns the trained snapshots.
+    ``should_stop`` is polled every step: True raises KeyboardInterrupt (the caller keeps nothing)."""
     t0 = time.perf_counter()
     norm = cfg.input_norm()
     train = [norm(images.raw[i]) for i in images.train]
@@ -206,6 +243,8 @@ def adapt(
     candidates: list[Candidate] = []
     model.train()
     for step in range(cfg.steps):
+        if should_stop is not None and should_stop():
+            raise KeyboardInterrupt("adaptation cancelled")
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, step)
         x = _batch(train, cfg.batch, side, rng).to(device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from unsupseg import __version__
 from unsupseg.core.errors import ModelFileError
 from unsupseg.core.metrics import iou, iou_any_polarity
+from unsupseg.core.modelcard import ModelCard
 from unsupseg.core.polarity import apply_polarity
 from unsupseg.train.adapt import (
     PACKAGED,
@@ -46,51 +48,129 @@ def start_checkpoint(cfg: AdaptConfig) -> Path:
     return path
 
 
+@dataclass
+class Adapted:
+    """The outcome of an adaptation: the network to write, its card, and the record of what was done."""
+
+    model: torch.nn.Module  # the adapted network (the start network when the structure step writes)
+    card: ModelCard  # normalisation, foreground rule, structure step and its context
+    checkpoint: dict  # model.pt's content
+    summary: dict  # metrics.json's content: the sample, the structure, the snapshots, the choice, time
+    trained: bool  # False: a structure step writes the masks and the start network was kept
+
+
 def run_adaptation(
     cfg: AdaptConfig, overwrite: bool = False, log: Callable[[str], None] = print, plots: bool = True
 ) -> dict:
-    """Adapt, choose, write the run folder; returns metrics.json's content."""
+    """``segtrain --data DIR``: adapt to the folder, write the run folder; returns metrics.json's content."""
     out = Path(cfg.out)
     check_run_dir(out, overwrite, resume=False)
+    images = read_folder(cfg, log)  # raises before anything is written
+    result = adapt_images(images, cfg, log, folder=cfg.data)
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(result.checkpoint, out / "model.pt")
+    write_metrics(out, result.summary["adaptation"]["candidates"], result.summary)
+    if plots and result.trained:
+        device = next(result.model.parameters()).device
+        cands = result.summary["adaptation"]["candidates"]
+        _plots(out / "plots", cands, result.model, images, cfg, device, result.card.polarity)
+    log(f"wrote {out / 'model.pt'}")
+    return result.summary
+
+
+def adapt_images(
+    images: FolderImages,
+    cfg: AdaptConfig,
+    log: Callable[[str], None] = print,
+    folder: str = "",
+    should_stop: Callable[[], bool] | None = None,
+) -> Adapted:
+    """Adapt the start model to ``images`` (pages of one folder) without labels.
+
+    1. The structure step (core/structure/detect.py) is decided on up to ``structure_pages``
+       of the images, with the start network's probabilities: when one fits (objects,
+       membranes, photo), it writes the masks from the image itself, and the network's output
+       only says which region is the object, so the start network is kept (no training: it
+       would not change the masks) and the step's folder context goes into the card.
+    2. Otherwise the network itself writes the masks: it is fine-tuned (train/adapt.py), the
+       snapshot chosen by the label-free criterion and the collapse guard, and its foreground
+       orientation inherited (train/orient.py).
+
+    ``should_stop``: polled between steps; when it returns True the adaptation raises
+    ``KeyboardInterrupt`` (nothing is written).
+    """
+    from unsupseg.core.structure.detect import detect_structure
+
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    images = read_folder(cfg, log)  # raises before anything is written
     start_path = start_checkpoint(cfg)
     model, card, ckpt = load_model(start_path)
-    log(
-        f"adapting {start_path.name} to {cfg.data}: {len(images.raw)} image(s), "
-        f"{len(images.train)} trained on, {len(images.held)} held aside for the choice"
-    )
-    t0 = time.perf_counter()
     model = model.to(device)
+    t0 = time.perf_counter()
+    pick = [images.raw[i] for i in _spread(len(images.raw), cfg.structure_pages)]
+    probs = _probs_of(model, pick, card.normalization, card.polarity, device)
+    found = detect_structure(pick, probs)
+    structure = {"kind": found.structure.kind, "context": found.structure.context, "evidence": found.evidence}
+    sample = {"images": len(images.raw), "skipped": images.skipped, "structure_pages": len(pick)}
+    if found.structure.active:
+        log(
+            f"structure: {found.structure.kind} ({found.evidence['votes']} over {len(pick)} pages): the "
+            f"{found.structure.kind} step writes the masks, the start network is kept"
+        )
+        card.structure, card.structure_context = found.structure.kind, found.structure.context
+        card.package_version = __version__
+        seconds = time.perf_counter() - t0
+        start = Candidate(0, float("nan"), {})
+        summary = _summary(cfg, start, [], start, seconds, start_path, str(device), folder)
+        summary["adaptation"].update(trained=False, structure=structure, sample=sample)
+        return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
+    log(
+        f"structure: none ({found.evidence['votes']} over {len(pick)} pages); adapting {start_path.name}: "
+        f"{len(images.raw)} image(s), {len(images.train)} trained on, {len(images.held)} held aside"
+    )
     start = Candidate(0, criterion(model, images, cfg, device), copy.deepcopy(model.state_dict()))
     start_masks = _masks_of(model, images, cfg, device)
     written = _masks_of(model, images, cfg, device, card.normalization, card.polarity)  # as the start writes
-    candidates = adapt(model, images, cfg, device, log)
+    candidates = adapt(model, images, cfg, device, log, should_stop)
     best = choose(model, start, start_masks, candidates, images, cfg, device, log)
     model.load_state_dict(best.state)
     orient = _orient(model, images, cfg, device, written, log)
     seconds = time.perf_counter() - t0
     card.normalization = cfg.input_norm()
     card.polarity = "model" if orient.fixed else "auto"
+    card.structure, card.structure_context = "none", {}
     card.package_version = __version__
     card.train_iou, card.test_iou = best.scores.get("train_iou"), best.scores.get("test_iou")
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(_checkpoint(model, card, ckpt, cfg, best), out / "model.pt")
-    summary = _summary(cfg, start, candidates, best, seconds, start_path, str(device))
-    summary["adaptation"]["orientation"] = orient.to_dict()
+    summary = _summary(cfg, start, candidates, best, seconds, start_path, str(device), folder)
+    summary["adaptation"].update(
+        trained=True, structure=structure, sample=sample, orientation=orient.to_dict()
+    )
     if best.scores:
         final = _masks_of(model, images, cfg, device, rule=card.polarity)  # as seginfer will write
         summary["final"]["iou_as_written"] = _scores(final, images)["iou_as_written"]
-    write_metrics(out, [_row(c, c is best) for c in [start, *candidates]], summary)
-    if plots:
-        _plots(out / "plots", [start, *candidates], best, model, images, cfg, device, card.polarity)
-    log(
-        f"chose step {best.step} (criterion {best.criterion:.5f}); wrote {out / 'model.pt'} ({seconds:.0f} s)"
-    )
-    return summary
+    log(f"chose step {best.step} (criterion {best.criterion:.5f}) in {seconds:.0f} s")
+    return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, best), summary, trained=True)
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``n`` (all when there are fewer)."""
+    return list(range(n)) if n <= k else sorted({round(i * (n - 1) / max(1, k - 1)) for i in range(k)})
+
+
+@torch.no_grad()
+def _probs_of(model, pages: list[np.ndarray], norm, rule: str, device) -> list[np.ndarray]:
+    """The network's foreground probability of each page (its card's normalisation and rule), as the
+    start model gives it to seginfer."""
+    model.eval()
+    out = []
+    for raw in pages:
+        x = norm(raw)
+        h, w = x.shape
+        prob = model(torch.from_numpy(padded(x))[None, None].to(device))[0, 0, :h, :w].cpu().numpy()
+        out.append(apply_polarity(x, prob, 0.5, rule)[1])
+    return out
 
 
 def _orient(model, images: FolderImages, cfg: AdaptConfig, device, written, log) -> Orientation:
@@ -158,7 +238,7 @@ def _row(c: Candidate, chosen: bool) -> dict:
     }
 
 
-def _summary(cfg, start: Candidate, candidates, best: Candidate, seconds, start_path, device) -> dict:
+def _summary(cfg, start: Candidate, candidates, best: Candidate, seconds, start_path, device, folder) -> dict:
     return {
         "final": {
             "epoch": best.step,
@@ -175,7 +255,7 @@ def _summary(cfg, start: Candidate, candidates, best: Candidate, seconds, start_
         },
         "interrupted": False,
         "wall_time_s": seconds,
-        "data": cfg.data,
+        "data": folder or cfg.data,
         "has_masks": bool(best.scores),
         "config": {"preset": "adapt", **_config(cfg)},
         "package_version": __version__,
@@ -217,7 +297,8 @@ def _scores(masks: list[np.ndarray], images: FolderImages) -> dict:
     }
 
 
-def _plots(folder: Path, cands, best, model, images: FolderImages, cfg, device, rule: str) -> None:
+def _plots(folder: Path, rows: list[dict], model, images: FolderImages, cfg, device, rule: str) -> None:
+    """criterion.png (the criterion of each snapshot, the chosen one marked) and results.png."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -225,8 +306,9 @@ def _plots(folder: Path, cands, best, model, images: FolderImages, cfg, device, 
 
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 6))
-    ax.plot([c.step for c in cands], [c.criterion for c in cands], "o-", color="red")
-    ax.plot([best.step], [best.criterion], "o", color="blue", markersize=12, label="chosen")
+    best = next(r for r in rows if r["chosen"])
+    ax.plot([r["step"] for r in rows], [r["criterion"] for r in rows], "o-", color="red")
+    ax.plot([best["step"]], [best["criterion"]], "o", color="blue", markersize=12, label="chosen")
     ax.set(title="held-aside energy (label-free criterion)", xlabel="step", ylabel="energy")
     ax.legend()
     fig.tight_layout()

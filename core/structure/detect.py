@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unsupseg.core.padding import central_window
 from unsupseg.core.structure.rule import Structure
 
 WINDOW = 512  # pages are measured on their central window of this side
@@ -78,9 +79,9 @@ def page_evidence(page: np.ndarray, prob: np.ndarray | None = None) -> dict:
     """The measurements of one page and its vote (see the module's docstring)."""
     from unsupseg.core.structure import objects
 
-    x = _unit(_window(np.asarray(page, dtype=np.float32)))
+    x = _unit(central_window(np.asarray(page, dtype=np.float32), WINDOW))
     if prob is not None:
-        prob = _window(np.asarray(prob, dtype=np.float32))
+        prob = central_window(np.asarray(prob, dtype=np.float32), WINDOW)
     m = {**_texture(x), **_dark_network(x)}
     found = objects.segment(x, prob, None)
     m.update(_compactness(found))
@@ -102,12 +103,6 @@ def _vote(m: dict) -> str:
     if m["entropy"] >= PHOTO_ENTROPY and m["texture_cv"] >= EVEN_TEXTURE and m["solidity"] < MIN_SOLIDITY:
         return "photo"
     return "none"
-
-
-def _window(a: np.ndarray) -> np.ndarray:
-    h, w = a.shape
-    y, x = max(0, (h - WINDOW) // 2), max(0, (w - WINDOW) // 2)
-    return a[y : y + WINDOW, x : x + WINDOW]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 import click
 
-from unsupseg.core.errors import DeviceError, ImageReadError, ModelFileError, OutputExistsError
+from unsupseg.core.errors import DataError, DeviceError, ImageReadError, ModelFileError, OutputExistsError
 from unsupseg.infer.errors import EngineChoiceError, EngineError, InputError, MergeError, RunLockedError
 
 FAILED = 1
@@ -36,6 +36,7 @@ USAGE_ERRORS: tuple[tuple[type[Exception], str | None], ...] = (
     (RunLockedError, None),
     (MergeError, None),
     (EngineChoiceError, None),
+    (DataError, None),
 )
 
 

@@ -111,6 +111,19 @@ from unsupseg.infer.run import run_folder
     "the network's output as is.  [default: from the model metadata, auto for new models]",
 )
 @click.option(
+    "--adapt",
+    is_flag=True,
+    help="First adapt the model to the input folder without labels (a sample of 32 inputs), write it "
+    "as OUTPUT/adapted.onnx (reusable with --model), then segment every input with it. The best masks "
+    'on a new kind of image. Needs torch (pip install "unsupseg[train]").',
+)
+@click.option(
+    "--adapt-only",
+    is_flag=True,
+    help="With --adapt: write OUTPUT/adapted.onnx and stop (then e.g. --model OUTPUT/adapted.onnx "
+    "--shard I/N in several jobs).",
+)
+@click.option(
     "--structure",
     type=click.Choice(["auto", "none", "objects", "membranes", "photo"]),
     help="What the images show, which turns the network's two-region split into the mask: objects "
@@ -213,6 +226,13 @@ def main(**params):
         options = run_options(params)
         engine = engine_choice(params)
         _quiet_pillow_bomb_warning()
+        if params["adapt_only"] and not params["adapt"]:
+            raise click.BadParameter("needs --adapt", param_hint="--adapt-only")
+        if params["adapt"]:
+            options = _adapted(params, options, quiet)
+            if params["adapt_only"]:
+                progress.close()
+                return
         try:
             result = run_folder(params["input_path"], params["output"], options, engine, progress, ctx.params)
         finally:
@@ -222,6 +242,22 @@ def main(**params):
         if result.page is not None:
             click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
     exit_if_failed("seginfer", result.n_failed, result.files.summary)
+
+
+def _adapted(params: dict, options, quiet: bool):
+    """--adapt: the run's options with the model adapted to the folder (cli/adapt.py)."""
+    from dataclasses import replace
+
+    from unsupseg.infer.cli.adapt import adapt_first, check_adapt
+
+    check_adapt(params)
+
+    def log(message: str) -> None:
+        if not quiet:
+            click.echo(f"seginfer: {message}", err=True)
+
+    options, record = adapt_first(params["input_path"], params["output"], options, log)
+    return replace(options, adaptation=record)
 
 
 def _quiet_pillow_bomb_warning() -> None:

@@ -1,0 +1,94 @@
+"""Label-free adaptation to a set of images, written as one ONNX file: what ``seginfer --adapt``
+does before it segments the folder, and what the napari plugin's "Adapt" does.
+
+    pages (a sample of the inputs) --train/adapt_run.adapt_images--> network + model card
+          --written as ADAPTED.onnx (the network exported and checked, or the packaged file with
+            the new card when a structure step writes the masks)--> the record of what was done
+
+The record (``Adaptation.record``) says what the adaptation did: the sample (pages used, inputs
+skipped and why), the structure step found and its evidence, whether the network was trained,
+the criterion of each snapshot, the chosen one, the refusals of the collapse guard, and the time.
+``seginfer`` puts it in ``seginfer.json`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unsupseg.core.modelcard import ModelCard
+
+
+@dataclass
+class Adaptation:
+    path: Path  # the adapted model (.onnx)
+    card: ModelCard
+    record: dict  # what the adaptation did (for seginfer.json and report.html)
+
+
+def adapt_pages(
+    pages: Sequence[np.ndarray],
+    onnx_path: str | os.PathLike,
+    sources: Sequence[str] = (),
+    skipped: Sequence[dict] = (),
+    device: str = "auto",
+    threads: int = 0,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    should_stop: Callable[[], bool] | None = None,
+) -> Adaptation:
+    """Adapt the packaged model to ``pages`` (2-D, as read) and write it to ``onnx_path`` atomically.
+
+    Raises ``DataError`` when no page is usable, ``KeyboardInterrupt`` when ``should_stop`` says so
+    (nothing is written then)."""
+    from unsupseg.train.adapt import AdaptConfig, FolderImages
+    from unsupseg.train.adapt_run import adapt_images
+
+    start = time.perf_counter()
+    cfg = AdaptConfig(data="", out="", seed=seed, device=device, threads=threads)
+    images = FolderImages.of(list(pages), cfg.hold_every, list(sources), list(skipped))
+    result = adapt_images(images, cfg, log, should_stop=should_stop)
+    if should_stop is not None and should_stop():
+        raise KeyboardInterrupt("adaptation cancelled")
+    write_adapted(result, Path(onnx_path), log)
+    record = _record(result.summary, len(images.raw), images.skipped, time.perf_counter() - start)
+    return Adaptation(Path(onnx_path), result.card, record)
+
+
+def write_adapted(result, onnx_path: Path, log: Callable[[str], None] = print) -> None:
+    """The adapted network as ONNX: exported and checked against torch when it was trained, else the
+    packaged ONNX file with the new model card (the same weights)."""
+    from unsupseg.export.export import export_model, with_card
+    from unsupseg.infer.model.segmenter import default_model_path
+
+    if result.trained:
+        export_model(result.model.cpu(), result.card, onnx_path, log=log, source="the adapted model")
+    else:
+        with_card(default_model_path(), result.card, onnx_path)
+        log(f"wrote {onnx_path} (the packaged network, with the {result.card.structure} step in its card)")
+
+
+def _record(summary: dict, n_pages: int, skipped: list[dict], seconds: float) -> dict:
+    """What seginfer.json and report.html say of the adaptation."""
+    adaptation = summary["adaptation"]
+    rows = adaptation["candidates"]
+    refused = [r["step"] for r in rows if r["step"] and r.get("agreement", 1.0) < adaptation["min_agreement"]]
+    chosen = next((r["step"] for r in rows if r["chosen"]), 0)
+    return {
+        "sample": {"pages": n_pages, "skipped": skipped},
+        "structure": adaptation["structure"],
+        "trained": adaptation["trained"],
+        "steps": summary["config"]["steps"] if adaptation["trained"] else 0,
+        "snapshots": [
+            {k: r[k] for k in ("step", "criterion", "agreement", "chosen") if k in r} for r in rows
+        ],
+        "chosen_step": chosen,
+        "refused": refused,
+        "seconds": round(seconds, 2),
+        "device": summary["device"],
+    }

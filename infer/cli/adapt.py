@@ -1,0 +1,93 @@
+"""``seginfer --adapt``: adapt the model to the input folder without labels, once, then segment
+every input with it, in one command.
+
+    plan the run (every check of a plain run; nothing is written before they pass)
+      -> sample the inputs (infer/sample.py: 32 spread over the folder, 2 pages each, large
+         pages cut to their central 1024 x 1024 window; unreadable and constant ones named)
+      -> adapt (export/adapt.py, torch) -> OUT/adapted.onnx, loadable with --model
+      -> the run, with that model, its record in seginfer.json and report.html
+
+This is the command line's layer: it joins the torch-free run (infer) and the adaptation
+(export, which needs torch) and is the one place in ``infer`` that imports ``export``, inside
+the function that runs only with ``--adapt``. Plain ``seginfer`` never loads torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from unsupseg.core.errors import OutputExistsError
+from unsupseg.infer.run import RunOptions, plan_run
+from unsupseg.infer.sample import ADAPT_INPUTS, ADAPT_PAGES_PER_INPUT, sample_pages
+
+ADAPTED = "adapted.onnx"  # the adapted model's name in the output folder
+INSTALL = 'pip install "unsupseg[train]"  (make install installs it)'
+
+
+def check_adapt(params: dict) -> None:
+    """Usage errors of --adapt, before anything runs: torch missing, --model, --shard."""
+    missing = [m for m in ("torch", "onnx") if not _importable(m)]
+    if missing:
+        raise click.UsageError(
+            f"--adapt trains the network and needs {' and '.join(missing)}, which are not installed: "
+            f"{INSTALL}; or run seginfer without --adapt"
+        )
+    if params["model"] is not None:
+        raise click.BadParameter(
+            "--adapt starts from the packaged model; to adapt your own, run segtrain --data DIR "
+            "--init-from MODEL.pt, then segexport, then seginfer --model",
+            param_hint="--model",
+        )
+    if params["shard"] is not None:
+        i, n = params["shard"]
+        raise click.UsageError(
+            "--adapt with --shard would adapt each shard to a different sample; adapt once, then "
+            "shard: `seginfer --input IN --output OUT --adapt --adapt-only` (writes OUT/adapted.onnx), "
+            f"then `seginfer --input IN --output OUT --model OUT/{ADAPTED} --shard {i}/{n}` in every job"
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tuple[RunOptions, dict]:
+    """Adapt to a sample of the run's inputs and write OUT/adapted.onnx; returns the run's options
+    with that model, and the adaptation's record. With --skip-existing an adapted.onnx already in
+    OUT is used again (a resumed run keeps the model its masks came from); without --overwrite an
+    existing one is refused."""
+    path = output / ADAPTED
+    if path.exists() and options.skip_existing:
+        log(f"using {path} again (--skip-existing: the masks already written came from it)")
+        return _with_model(options, path), {"reused": str(path)}
+    if path.exists() and not options.overwrite:
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to adapt again and replace it")
+    items, work = plan_run(input_path, output, options)  # every check of the run, nothing written
+    sample = sample_pages(items, work.read, ADAPT_INPUTS, pages_per_input=ADAPT_PAGES_PER_INPUT)
+    for skipped in sample.skipped:
+        log(f"adapting without {skipped['input']}: {skipped['why']}")
+    from unsupseg.export.adapt import adapt_pages
+
+    output.mkdir(parents=True, exist_ok=True)
+    adaptation = adapt_pages(
+        sample.pages,
+        path,
+        sample.sources,
+        sample.skipped,
+        device=str(options.segmenter.device),
+        threads=options.segmenter.threads or 0,
+        log=log,
+    )
+    return _with_model(options, path), adaptation.record
+
+
+def _with_model(options: RunOptions, path: Path) -> RunOptions:
+    return replace(options, segmenter=replace(options.segmenter, model=str(path)))
