@@ -70,24 +70,31 @@ def write_adapted(result, onnx_path: Path, log: Callable[[str], None] = print) -
         export_model(result.model.cpu(), result.card, onnx_path, log=log, source="the adapted model")
     else:
         with_card(default_model_path(), result.card, onnx_path)
-        log(f"wrote {onnx_path} (the packaged network, with the {result.card.structure} step in its card)")
+        log(f"wrote {onnx_path} (the packaged network, structure step {result.card.structure} in its card)")
 
 
 def _record(summary: dict, n_pages: int, skipped: list[dict], seconds: float) -> dict:
     """What seginfer.json and report.html say of the adaptation."""
     adaptation = summary["adaptation"]
     rows = adaptation["candidates"]
+    ran = len(rows) > 1  # snapshots were trained (the structure step decides first)
     refused = [r["step"] for r in rows if r["step"] and r.get("agreement", 1.0) < adaptation["min_agreement"]]
-    chosen = next((r["step"] for r in rows if r["chosen"]), 0)
+    if adaptation["trained"]:
+        network = "adapted"
+    elif ran:
+        network = "kept: every snapshot collapsed on some image (the collapse guard refused them)"
+    else:
+        network = f"kept: the {adaptation['structure']['kind']} step writes the masks from the image"
     return {
         "sample": {"pages": n_pages, "skipped": skipped},
         "structure": adaptation["structure"],
+        "network": network,
         "trained": adaptation["trained"],
-        "steps": summary["config"]["steps"] if adaptation["trained"] else 0,
-        "snapshots": [
-            {k: r[k] for k in ("step", "criterion", "agreement", "chosen") if k in r} for r in rows
-        ],
-        "chosen_step": chosen,
+        "steps": summary["config"]["steps"] if ran else 0,
+        "snapshots": [{k: r[k] for k in ("step", "criterion", "agreement", "chosen") if k in r} for r in rows]
+        if ran
+        else [],
+        "chosen_step": next((r["step"] for r in rows if r["chosen"]), 0) if ran else None,
         "refused": refused,
         "seconds": round(seconds, 2),
         "device": summary["device"],

@@ -56,7 +56,8 @@ class Adapted:
     card: ModelCard  # normalisation, foreground rule, structure step and its context
     checkpoint: dict  # model.pt's content
     summary: dict  # metrics.json's content: the sample, the structure, the snapshots, the choice, time
-    trained: bool  # False: a structure step writes the masks and the start network was kept
+    trained: bool  # False: the start network was kept (a structure step writes the masks, or every
+    # snapshot collapsed)
 
 
 def run_adaptation(
@@ -136,22 +137,24 @@ def adapt_images(
     candidates = adapt(model, images, cfg, device, log, should_stop)
     best = choose(model, start, start_masks, candidates, images, cfg, device, log)
     model.load_state_dict(best.state)
-    orient = _orient(model, images, cfg, device, written, log)
+    changed = best is not start  # every snapshot refused: the start model stays as it was
+    orient = _orient(model, images, cfg, device, written, log) if changed else None
     seconds = time.perf_counter() - t0
-    card.normalization = cfg.input_norm()
-    card.polarity = "model" if orient.fixed else "auto"
+    if changed:
+        card.normalization = cfg.input_norm()
+        card.polarity = "model" if orient.fixed else "auto"
     card.structure, card.structure_context = "none", {}
     card.package_version = __version__
     card.train_iou, card.test_iou = best.scores.get("train_iou"), best.scores.get("test_iou")
     summary = _summary(cfg, start, candidates, best, seconds, start_path, str(device), folder)
     summary["adaptation"].update(
-        trained=True, structure=structure, sample=sample, orientation=orient.to_dict()
+        trained=changed, structure=structure, sample=sample, orientation=orient.to_dict() if changed else None
     )
     if best.scores:
         final = _masks_of(model, images, cfg, device, rule=card.polarity)  # as seginfer will write
         summary["final"]["iou_as_written"] = _scores(final, images)["iou_as_written"]
     log(f"chose step {best.step} (criterion {best.criterion:.5f}) in {seconds:.0f} s")
-    return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, best), summary, trained=True)
+    return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, best), summary, trained=changed)
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -206,7 +209,7 @@ def choose(model, start: Candidate, start_masks, candidates, images: FolderImage
         if c not in kept:
             log(f"step {c.step} refused: a mask agrees with the start model's at IoU {c.agreement:.2f} only")
     if not kept:
-        log("every snapshot collapsed on some image: keeping the start model with the new normalisation")
+        log("every snapshot collapsed on some image: keeping the start model as it was")
         return start
     return min(kept, key=lambda c: c.criterion)
 

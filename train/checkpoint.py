@@ -47,6 +47,7 @@ def weights_checkpoint(net: torch.nn.Module, cfg: TrainConfig, metrics: dict, ep
         normalization=cfg.normalization(),
         train_iou=metrics.get("train_iou_mean"),
         test_iou=metrics.get("test_iou_mean"),
+        structure="auto",  # new models: seginfer decides the structure step per folder (core/structure/)
     )
     return {
         "format": CHECKPOINT_FORMAT,
