@@ -208,10 +208,8 @@ class Segmenter:
             raise result
         mask, prob = result
         structure = self.structure
-        if structure is None:  # "auto" on a single image: decided from the image itself
-            from unsupseg.core.structure.detect import detect_structure
-
-            structure = detect_structure([arr if arr.ndim == 2 else arr[0]], [prob[0]]).structure
+        if structure is None:  # "auto" on a single image: decided as a run of a folder of it decides
+            structure = self.detect([arr] if arr.ndim == 2 else arr, [prob] if arr.ndim == 2 else prob)
         if structure.active:
             mask = structure.apply(arr[None] if arr.ndim == 2 else arr, mask, prob)
         if self.structure_active:  # the clean-up waited for the step
@@ -219,6 +217,18 @@ class Segmenter:
                 self.cleanup.apply(page)
         out = (mask, prob, self.labeling.label(mask)) if labels else (mask, prob)
         return tuple(a[0] for a in out) if arr.ndim == 2 else out
+
+    @staticmethod
+    def detect(pages: np.ndarray, probs: np.ndarray) -> Structure:
+        """The structure step "auto" picks for one image's pages and the network's probabilities, on
+        the page and window a run's sample takes of it (infer/sample.py)."""
+        from unsupseg.core.padding import central_window
+        from unsupseg.core.structure.detect import detect_structure
+        from unsupseg.infer.sample import MAX_SIDE, spread
+
+        picks = spread(len(pages), 1)
+        windows = [central_window(pages[k], MAX_SIDE) for k in picks]
+        return detect_structure(windows, [central_window(probs[k], MAX_SIDE) for k in picks]).structure
 
     def prepare(self, pages: np.ndarray, source: str = "image") -> np.ndarray | TiledPages:
         """Check raw pages (P, H, W) from any source, then ``normalise`` them."""
