@@ -39,18 +39,21 @@ def adapt_pages(
     device: str = "auto",
     threads: int = 0,
     seed: int = 0,
+    structure: str = "auto",
     log: Callable[[str], None] = print,
     should_stop: Callable[[], bool] | None = None,
 ) -> Adaptation:
     """Adapt the packaged model to ``pages`` (2-D, as read) and write it to ``onnx_path`` atomically.
 
-    Raises ``DataError`` when no page is usable, ``KeyboardInterrupt`` when ``should_stop`` says so
+    ``structure``: "auto" decides the structure step on the pages; a step's name uses it ("none":
+    the network writes the masks, and is trained). Raises ``DataError`` when no page is usable,
+    ``KeyboardInterrupt`` when ``should_stop`` says so
     (nothing is written then)."""
     from unsupseg.train.adapt import AdaptConfig, FolderImages
     from unsupseg.train.adapt_run import adapt_images
 
     start = time.perf_counter()
-    cfg = AdaptConfig(data="", out="", seed=seed, device=device, threads=threads)
+    cfg = AdaptConfig(data="", out="", seed=seed, device=device, threads=threads, structure=structure)
     images = FolderImages.of(list(pages), cfg.hold_every, list(sources), list(skipped))
     result = adapt_images(images, cfg, log, should_stop=should_stop)
     if should_stop is not None and should_stop():

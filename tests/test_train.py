@@ -176,7 +176,7 @@ def test_folder_of_unreadable_images(tmp_path):
     r = _run(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "r")])
     assert r.exit_code == 2
     assert "a.png: cannot decode image" in r.output and "b.tif: file is empty" in r.output
-    assert "none of the 2 image files could be read" in r.output
+    assert "none of the 2 image files gave a usable image" in r.output
 
 
 def test_existing_run_folder_is_refused(tmp_path):

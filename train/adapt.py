@@ -72,6 +72,7 @@ class AdaptConfig:
     criterion_max_side: int = 512  # held-aside images are cut to this side for the criterion
     max_side: int = 1024  # larger pages are cut to their central window of this side
     structure_pages: int = 16  # pages the structure step is decided on (core/structure/detect.py)
+    structure: str = "auto"  # or a step to use ("none": the network writes the masks: always trained)
     time_budget_s: float = 540.0  # training stops here; the snapshots so far remain candidates
     min_agreement: float = 0.3  # collapse guard: least IoU of a snapshot's mask with the start's
     orientation_consistency: float = 0.75  # fix the foreground orientation when this share agrees

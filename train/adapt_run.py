@@ -100,7 +100,9 @@ def adapt_images(
     ``should_stop``: polled between steps; when it returns True the adaptation raises
     ``KeyboardInterrupt`` (nothing is written).
     """
-    from unsupseg.core.structure.detect import detect_structure
+    from unsupseg.core.structure import folder_context
+    from unsupseg.core.structure.detect import Detection, detect_structure
+    from unsupseg.core.structure.rule import Structure
 
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.threads:
@@ -112,12 +114,17 @@ def adapt_images(
     t0 = time.perf_counter()
     pick = [images.raw[i] for i in _spread(len(images.raw), cfg.structure_pages)]
     probs = _probs_of(model, pick, card.normalization, card.polarity, device)
-    found = detect_structure(pick, probs)
+    if cfg.structure == "auto":
+        found = detect_structure(pick, probs)
+    else:  # the step asked for, with its context measured on the sample
+        context = folder_context(cfg.structure, pick, probs)
+        found = Detection(Structure(cfg.structure, context), {"pages": len(pick), "asked": cfg.structure})
     structure = {"kind": found.structure.kind, "context": found.structure.context, "evidence": found.evidence}
     sample = {"images": len(images.raw), "skipped": images.skipped, "structure_pages": len(pick)}
     if found.structure.active:
+        why = found.evidence.get("votes", "asked for")
         log(
-            f"structure: {found.structure.kind} ({found.evidence['votes']} over {len(pick)} pages): the "
+            f"structure: {found.structure.kind} ({why}, {len(pick)} pages): the "
             f"{found.structure.kind} step writes the masks, the start network is kept"
         )
         card.structure, card.structure_context = found.structure.kind, found.structure.context
@@ -128,7 +135,8 @@ def adapt_images(
         summary["adaptation"].update(trained=False, structure=structure, sample=sample)
         return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
     log(
-        f"structure: none ({found.evidence['votes']} over {len(pick)} pages); adapting {start_path.name}: "
+        f"structure: none ({found.evidence.get('votes', 'asked')} over {len(pick)} pages); adapting "
+        f"{start_path.name}: "
         f"{len(images.raw)} image(s), {len(images.train)} trained on, {len(images.held)} held aside"
     )
     start = Candidate(0, criterion(model, images, cfg, device), copy.deepcopy(model.state_dict()))

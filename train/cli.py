@@ -57,6 +57,14 @@ Example:
     "when no training option is given, else default]",
 )
 @click.option(
+    "--structure",
+    type=click.Choice(["auto", "none", "objects", "membranes", "photo"]),
+    default=None,
+    help="With the adapt preset: the structure step of the adapted model (core/structure/): auto "
+    "decides it on the folder; none makes the network write the masks (it is then fine-tuned); "
+    "objects, membranes or photo use that step.  [default: auto]",
+)
+@click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Epochs (preset value if not given)."
 )
 @click.option("--arch", type=click.Choice(["unet", "seed"]), default=None, help="Network family.")
@@ -142,6 +150,7 @@ def main(
     masks,
     out,
     preset,
+    structure,
     epochs,
     arch,
     width,
@@ -199,8 +208,13 @@ def main(
         given = any(v is not None for v in shaping.values())
         preset = "adapt" if data is not None and data.is_dir() and not given and not resume else "default"
     if preset == "adapt":
-        _adapt(data, masks, out, shaping, init_from, seed, device, threads, overwrite, resume, no_plots)
+        adapt = dict(structure=structure or "auto", seed=seed or 0, device=device, threads=threads)
+        _adapt(data, masks, out, shaping, init_from, adapt, overwrite, resume, no_plots)
         return
+    if structure is not None:
+        raise click.BadParameter(
+            "applies to the adapt preset (segtrain --data DIR)", param_hint="--structure"
+        )
 
     _train(
         preset,
@@ -263,7 +277,7 @@ def _train(
         click.echo(f"final test IoU: {fin['test_iou']:.2f}")
 
 
-def _adapt(data, masks, out, shaping, init_from, seed, device, threads, overwrite, resume, no_plots) -> None:
+def _adapt(data, masks, out, shaping, init_from, adapt: dict, overwrite, resume, no_plots) -> None:
     """--preset adapt: train/adapt_run.py with its own settings (options that shape training do not apply)."""
     from unsupseg.core.errors import UnsupsegError
 
@@ -284,9 +298,7 @@ def _adapt(data, masks, out, shaping, init_from, seed, device, threads, overwrit
         out=str(out),
         masks=None if masks is None else str(masks),
         start=None if init_from is None else str(init_from),
-        seed=seed or 0,
-        device=device,
-        threads=threads,
+        **adapt,
     )
     try:
         summary = run_adaptation(cfg, overwrite, log=lambda m: click.echo(m, err=True), plots=not no_plots)

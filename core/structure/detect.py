@@ -10,7 +10,7 @@ Each sampled page votes for one kind, from a few measurements (``page_evidence``
 - **objects** when the objects step finds at least ``MIN_OBJECTS`` objects of at least 20 pixels
   whose median solidity is at least ``MIN_SOLIDITY`` (compact, convex objects: nuclei, cells);
 - **photo** when the grey levels spread widely (histogram entropy at least ``PHOTO_ENTROPY`` bits
-  over 64 bins), the texture changes over the page (``texture_cv`` at least ``EVEN_TEXTURE``) and
+  over 64 bins), the texture changes over the page (``texture_cv`` at least ``PHOTO_TEXTURE``) and
   the objects found are not compact (median solidity below ``MIN_SOLIDITY``);
 - **none** otherwise (e.g. the generated shapes the packaged network was trained on: their
   noise is even over the page and they hold one to three objects).
@@ -43,6 +43,7 @@ MEMBRANE_DARK = 0.5  # the dark class's share of the page: EM 0.35-0.43; nuclei 
 MEMBRANE_CONNECTED = 0.8  # the share of the dark class in its largest piece: EM 0.84-0.97
 EVEN_TEXTURE = 0.2  # coefficient of variation of the local std over an 8x8 grid: EM 0.09-0.16,
 # generated shapes 0.01-0.20; photos 0.20-0.77 (0.28-0.70 horses)
+PHOTO_TEXTURE = 0.25  # ... at least this for a photo vote: clear of the generated shapes' 0.20
 MIN_OBJECTS = 5  # objects of >= 20 px for an "objects" vote: nuclei pages 6-306
 MIN_SOLIDITY = 0.85  # their median solidity: nuclei 0.88-0.97; horses 0.51-0.80, DAVIS 0.54-0.86
 PHOTO_ENTROPY = 5.0  # bits over 64 grey levels: photos 5.1-6.0; fluorescence nuclei 1.6-5.5
@@ -100,7 +101,7 @@ def _vote(m: dict) -> str:
         return "membranes"
     if m["n_objects"] >= MIN_OBJECTS and m["solidity"] >= MIN_SOLIDITY:
         return "objects"
-    if m["entropy"] >= PHOTO_ENTROPY and m["texture_cv"] >= EVEN_TEXTURE and m["solidity"] < MIN_SOLIDITY:
+    if m["entropy"] >= PHOTO_ENTROPY and m["texture_cv"] >= PHOTO_TEXTURE and m["solidity"] < MIN_SOLIDITY:
         return "photo"
     return "none"
 

@@ -84,6 +84,7 @@ def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tup
         sample.skipped,
         device=str(options.segmenter.device),
         threads=options.segmenter.threads or 0,
+        structure=options.segmenter.structure or "auto",
         log=log,
     )
     return _with_model(options, path), adaptation.record
