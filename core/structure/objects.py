@@ -93,7 +93,8 @@ def segment(page: np.ndarray, prob: np.ndarray | None = None, context: dict | No
     ``prob``: the network's foreground probability (same shape), used only to tell bright
     objects from dark ones; its outlines were not found to help. ``context``: from
     ``folder_context``; its ``polarity`` and ``typical_area`` replace the page's own. A page
-    with nothing to find (flat, all zero) gives an empty mask.
+    with nothing to find (flat, all zero) gives an empty mask; pure noise is not recognised as
+    such (a quarter of it comes out, as from the research prototype).
     """
     context = context or {}
     u, _ = _normalised(page, prob, context.get("polarity"))
