@@ -81,7 +81,8 @@ def segment(page: np.ndarray, prob: np.ndarray | None = None, context: dict | No
 
     ``prob`` is not used (module docstring). ``context``: from ``folder_context``;
     ``"polarity"`` is ``"dark"`` (the default) or ``"bright"``. A page with no boundary
-    darker than its sides (flat, all zero, pure noise) gives an empty mask.
+    darker than its sides (flat, all zero) gives an empty mask; pure noise is not recognised
+    as such (a quarter of it comes out, as from the research prototype).
     """
     x = _page(page)
     if check((context or {}).get("polarity", "dark")) == "bright":
