@@ -128,7 +128,8 @@ def _folder_with_faults(root: Path, pairs) -> Path:
 def test_bad_images_are_named_and_the_rest_adapts(tmp_path):
     name = "nuclei" if have_shared() else "stardist"
     folder = _folder_with_faults(tmp_path, real_sets()[name][:2])
-    r = run("--input", folder, "--output", tmp_path / "out", "--adapt", "--device", "cpu", "--engine", "local")
+    out = tmp_path / "out"
+    r = run("--input", folder, "--output", out, "--adapt", "--device", "cpu", "--engine", "local")
     assert r.returncode == 1, r.stderr[-3000:]  # the unreadable inputs fail alone, by name
     for bad in ("truncated.png", "tiny.png", "blank.png"):
         assert f"adapting without {folder / bad}" in r.stderr, (bad, r.stderr[-3000:])
