@@ -17,7 +17,7 @@ from skimage.filters import threshold_li
 from skimage.morphology import skeletonize
 
 from unsupseg.core import structure
-from unsupseg.core.structure import STEPS, STRUCTURES, apply, membranes, objects, polarity
+from unsupseg.core.structure import STEPS, STRUCTURES, apply, membranes, objects, photo, polarity
 
 SIZE = 256  # side of the generated scenes (px)
 RADIUS = 9  # disc radius (px)
@@ -107,6 +107,18 @@ def membrane_scene(width: float, seed: int = 0, shape=(SIZE, SIZE)) -> tuple[np.
     texture = ndi.gaussian_filter(rng.normal(0, 1, shape), 4)
     page = 170 + 25 * texture / texture.std() - 90 * ndi.gaussian_filter(dark, 1.0) + rng.normal(0, 12, shape)
     return np.clip(page, 0, 255).astype(np.uint8), truth
+
+
+def photo_scene(seed: int = 0, shape=(180, 240)) -> tuple[np.ndarray, np.ndarray]:
+    """A framed object in a textured field, as a horse on grass: its upper half brighter and its
+    lower half darker than the field, so no threshold of intensity finds all of it."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    body = ((yy - 95) / 45.0) ** 2 + ((xx - 125) / 70.0) ** 2 <= 1.0
+    rng = np.random.default_rng(seed)
+    field = 0.5 + ndi.gaussian_filter(rng.normal(0, 0.25, shape), 2.0)
+    page = np.where(body & (yy < 95), 0.85, np.where(body, 0.15, field))
+    page = ndi.gaussian_filter(page, 1.0) + rng.normal(0, 0.03, shape)
+    return page.astype(np.float32), body
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -241,6 +253,32 @@ def test_polarity_majority_and_check():
         objects.segment(np.zeros((8, 8)), None, {"polarity": "grey"})
 
 
+# -- the photo step ------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", [0, 1])
+def test_photo_step_finds_an_object_that_no_threshold_finds(seed):
+    page, body = photo_scene(seed)
+    mask = photo.segment(page)
+    blurred = ndi.gaussian_filter(page, 1.0)
+    li = blurred > threshold_li(blurred)
+    li_iou = max(_iou(li, body), _iou(~li, body))  # either side, the better one
+    print(f"photo step IoU {_iou(mask, body):.3f}, blur + Li {li_iou:.3f}")
+    assert _iou(mask, body) >= 0.85 and _iou(mask, body) >= li_iou + 0.2
+    np.testing.assert_array_equal(ndi.binary_fill_holes(mask), mask)  # holes filled
+
+
+def test_photo_step_gives_the_same_object_on_an_inverted_page():
+    page, body = photo_scene(2)
+    assert _iou(photo.segment(page), body) >= 0.85
+    assert _iou(photo.segment(1.0 - page), body) >= 0.85
+
+
+def test_photo_guard_keeps_the_blob_when_the_cut_drops_the_object():
+    blob = _disc(90, 120, 40, shape=(180, 240))
+    assert photo._plausible(blob & _disc(90, 120, 30, shape=(180, 240)), blob)
+    assert not photo._plausible(np.zeros_like(blob), blob)  # GrabCut dropped the object
+    assert not photo._plausible(~blob, blob)  # ... or swapped it with the field
+
+
 # -- every step: odd pages, dtypes, determinism --------------------------------------------
 ODD = {
     "constant": np.full((64, 64), 7.0),
@@ -262,7 +300,8 @@ def test_odd_pages_give_a_valid_mask(name, case):
     assert mask.dtype == bool and mask.shape == page.shape
     if case in ("constant", "all zero", "one pixel"):
         assert not mask.any()
-    assert json.loads(json.dumps(structure.folder_context(name, [page], [None])))
+    context = structure.folder_context(name, [page], [None])
+    assert isinstance(context, dict) and json.loads(json.dumps(context)) == context
 
 
 def test_16_bit_and_float_pages_give_the_masks_of_8_bit_ones():
@@ -278,7 +317,7 @@ def test_16_bit_and_float_pages_give_the_masks_of_8_bit_ones():
 
 @pytest.mark.parametrize("name", sorted(STEPS))
 def test_steps_are_deterministic_and_leave_the_page_alone(name):
-    page = varying_scene()[0] if name == "objects" else membrane_scene(6)[0]
+    page = {"objects": varying_scene()[0], "photo": photo_scene()[0]}.get(name, membrane_scene(6)[0])
     before = page.copy()
     first = apply(name, page, None, None, None)
     np.testing.assert_array_equal(apply(name, page.copy(), None, None, None), first)
@@ -293,7 +332,7 @@ def test_a_page_that_is_not_2d_is_refused(name):
 
 # -- the registry ------------------------------------------------------------------------
 def test_registry_names_and_dispatch():
-    assert STRUCTURES == ("none", *STEPS) and set(STEPS) >= {"objects", "membranes"}
+    assert STRUCTURES == ("none", *STEPS) and set(STEPS) >= {"objects", "membranes", "photo"}
     for step in STEPS.values():
         assert callable(step.segment) and callable(step.folder_context)
     page, _ = varying_scene()

@@ -9,7 +9,7 @@ is known about that kind of image:
   per-object levels between the local background and the object's peak (objects.py);
 - ``membranes``: a network of thin dark boundaries between cells (electron microscopy of
   tissue): boundaries kept by their contrast, at the thickness the image shows (membranes.py);
-- ``photo``: one object in a photograph (photo.py, to come);
+- ``photo``: one object in a photograph: saliency from the border, then GrabCut (photo.py);
 - ``none``: the network's mask as it is (the generated shapes the packaged network was trained on).
 
 Every step is torch-free (numpy, SciPy, scikit-image), deterministic, and sees one page at a
@@ -24,13 +24,14 @@ from types import ModuleType
 
 import numpy as np
 
-from unsupseg.core.structure import membranes, objects
+from unsupseg.core.structure import membranes, objects, photo
 
 # name -> step module; each has folder_context(pages, probs) -> dict and
 # segment(page, prob, context) -> mask. A new step is one module and one line here.
 STEPS: dict[str, ModuleType] = {
     "objects": objects,
     "membranes": membranes,
+    "photo": photo,
 }
 STRUCTURES = ("none", *STEPS)  # a model card's structure, besides "auto"
 
