@@ -29,7 +29,7 @@ inverts the page first. ``folder_context`` decides the side once per folder as t
 ``objects`` step does (``polarity.page_polarity``: the network's vote, else the skewness
 sign; on the 24 EM pages checked both say ``"dark"``); ``segment`` itself does not guess.
 
-Evidence (/work/scratch/em/RESULTS.md; foreground IoU %, this step vs Li's threshold of a
+Evidence (issue 21 study, docs/model-selection.md; foreground IoU %, this step vs Li's threshold of a
 blurred page): ISBI 2012 tune part 60.3 vs 51.3; Drosophila VNC ssTEM (Gerhard et al. 2013),
 20 slices 58.9 vs 51.8, all 80 quadrants 59.3 vs 50.9. The packaged network's probability is
 not used for the boundaries: as the boundary map of the same agglomeration it scored lower

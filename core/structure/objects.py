@@ -25,7 +25,7 @@ rule of full width at half maximum, here at ``LEVEL`` of the way up):
    median component area) and fibres: components over ``FIBRE_AREA`` x the typical area
    whose major axis is longer than ``FIBRE_LENGTH`` typical diameters.
 
-Evidence (issue 21 study, /work/scratch/nuclei/REPORT.md; foreground IoU %, this step vs Li's
+Evidence (issue 21 study, docs/model-selection.md; foreground IoU %, this step vs Li's
 threshold of a blurred page): realdata nuclei tune part 83.3 vs 72.7, Cell Tracking Challenge
 GOWT1 83.4 vs 73.1 and HeLa 78.9 vs 76.4, NIH3T3 (Coelho et al. 2009) 70.6 vs 55.2; with the
 folder context 83.7 / 83.4 / 78.9 / 70.9. An inverted page gives the same mask. The constants

@@ -11,7 +11,7 @@ and membranes in electron microscopy are dark). Two cues, the first that speaks 
 2. the sign of the intensity skewness (``scipy.stats.skew``): a structure that covers a
    minority of the page is the long tail of the histogram.
 
-Evidence (issue 21 study, /work/scratch/nuclei/REPORT.md and em/RESULTS.md): the vote is
+Evidence (issue 21 study, docs/model-selection.md): the vote is
 right on all 33 nuclei images (d >= +0.20 on 32 fluorescence images, -0.93 on skimage's
 ``ihc.png`` with dark nuclei) and on all 24 EM images (-0.89 to -0.92, dark membranes);
 skewness is right on the 32 fluorescence images (|skew| 0.75-10.7) and the 24 EM images
