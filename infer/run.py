@@ -299,9 +299,14 @@ def resolve_structure(items: Plan, work: ItemWork, config: SegmenterConfig) -> t
     """The run's structure step (core/structure/): the one asked (``--structure``) or the model
     card's, and for "auto" the one ``detect_structure`` finds on a sample of the inputs (the
     network's masks of up to ``DEFAULT_SAMPLE`` inputs spread over the folder). Returns the
-    configuration with the step fixed, and its record for the manifest."""
+    configuration with the step fixed, and its record for the manifest.
+
+    The probe runs on the CPU of this process whatever ``device`` says: it is a measurement of at
+    most ``DEFAULT_SAMPLE`` windows of at most 1024 x 1024 (seconds), and with ``--engine ray``
+    this process (the driver) need not have the cluster's GPU. The run itself uses ``device``,
+    and says so and stops when that device cannot run."""
     asked = config.structure
-    probe = config.build(structure="none")  # the network alone: what the detection measures
+    probe = config.build(structure="none", device="cpu")  # the network alone: what detection measures
     wanted = asked or probe.card.structure
     if wanted != "auto":
         context = config.structure_context
