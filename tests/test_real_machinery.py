@@ -140,10 +140,13 @@ def local_run(real_folder):
 
 
 def test_local_engine_writes_the_segmenters_masks(real_folder, local_run):
-    """The installed seginfer writes, for every real image, the mask Segmenter.predict gives."""
+    """The installed seginfer writes, for every real image, the mask Segmenter.predict gives with
+    the structure step the run decided for the folder (seginfer.json)."""
     import imageio.v3 as iio
 
-    seg = Segmenter(device="cpu", threads=2, tile_size=256)
+    decided = json.loads((local_run / "seginfer.json").read_text())["structure"]
+    seg = Segmenter(device="cpu", threads=2, tile_size=256, structure=decided["kind"],
+                    structure_context=decided["context"])  # fmt: skip
     masks = _masks(local_run)
     n_tiled = 0
     for s, files in real_sets().items():
