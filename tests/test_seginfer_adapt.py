@@ -51,7 +51,7 @@ def real_folder(tmp_path_factory) -> tuple[Path, str]:
 def adapted(real_folder) -> tuple[Path, str, dict]:
     root, name = real_folder
     r = run("--input", root / "images", "--masks", root / "masks", "--output", root / "out", "--adapt",
-            "--device", "cpu", "--engine", "local", "-q")  # fmt: skip
+            "--device", "cpu", "--engine", "local", "--html", "-q")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return root, name, json.loads((root / "out" / "seginfer.json").read_text())
 
@@ -65,7 +65,9 @@ def test_adapt_writes_the_model_and_segments_with_it(adapted):
     assert record["sample"]["pages"] == 2 and record["sample"]["skipped"] == []
     assert record["structure"]["kind"] == "objects" and record["structure"]["evidence"]["votes"]
     assert record["network"].startswith("kept") and record["seconds"] > 0
-    assert manifest["model"]["path"].endswith("adapted.onnx")
+    assert manifest["model"]["path"].endswith("adapted.onnx") and record["path"] == manifest["model"]["path"]
+    page = (root / "out" / "report.html").read_text()  # report.html says what the adaptation did
+    assert "Structure and adaptation" in page and record["network"] in page and "adapted.onnx" in page
     assert manifest["structure"] == {
         "kind": "objects",
         "from": "model card",

@@ -87,7 +87,7 @@ def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tup
         structure=options.segmenter.structure or "auto",
         log=log,
     )
-    return _with_model(options, path), adaptation.record
+    return _with_model(options, path), {"path": str(path), **adaptation.record}
 
 
 def _with_model(options: RunOptions, path: Path) -> RunOptions:

@@ -110,6 +110,7 @@ def _body(head: dict, sel: Selection, runs: list[dict], previews: dict, assets: 
         f'<p class="sub">{esc(summary.parent)}{" — " + esc(when) if when else ""}</p>',
         "<h2>Run</h2>",
         _run_section(runs),
+        *_structure_section(runs),
         "<h2>Summary</h2>",
         _summary_section(head),
     ]
@@ -169,6 +170,58 @@ def _run_section(runs: list[dict]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in (first.get("versions") or {}).items())
     out.append(f'<p class="note">{esc(versions)}; Python {esc(first.get("python"))}</p></details>')
     return "".join(out)
+
+
+def _structure_section(runs: list[dict]) -> list[str]:
+    """What turned the network's split into the masks (the structure step), and what --adapt did."""
+    first = runs[0] if runs else {}
+    structure, adaptation = first.get("structure") or {}, first.get("adaptation") or {}
+    if not structure and not adaptation:
+        return []
+    out = ["<h2>Structure and adaptation</h2>"]
+    if structure:
+        counted = (structure.get("evidence") or {}).get("votes") or {}
+        votes = ", ".join(f"{k} {v}" for k, v in counted.items())
+        rows = [
+            ("structure step", structure.get("kind")),
+            ("decided by", structure.get("from")),
+            ("votes of the sampled pages", votes or None),
+            ("deciding took (s)", _g(structure.get("seconds"))),
+        ]
+        out.append(kv_table([(k, v) for k, v in rows if v is not None]))
+    if adaptation:
+        sample = adaptation.get("sample") or {}
+        skipped = sample.get("skipped") or []
+        rows = [
+            ("adapted model", adaptation.get("path")),
+            ("adapted model used again (--skip-existing)", adaptation.get("reused")),
+            ("sample (pages)", sample.get("pages")),
+            ("left out of the sample", ", ".join(str(s.get("input", s)) for s in skipped) or "none"),
+            ("the network", adaptation.get("network")),
+            ("training steps", adaptation.get("steps")),
+            ("chosen snapshot (step)", adaptation.get("chosen_step")),
+            ("refused snapshots (steps)", ", ".join(map(str, adaptation.get("refused") or [])) or "none"),
+            ("adaptation time (s)", _g(adaptation.get("seconds"))),
+            ("device", adaptation.get("device")),
+        ]
+        out.append(kv_table([(k, v) for k, v in rows if v is not None]))
+        snaps = adaptation.get("snapshots") or []
+        if snaps:
+            table = [
+                [
+                    s.get("step"),
+                    _g(s.get("criterion")),
+                    _g(s.get("agreement")),
+                    "yes" if s.get("chosen") else "",
+                ]
+                for s in snaps
+            ]
+            out.append(
+                "<p>Snapshots (criterion: the energy on held-aside pages, lower is better; agreement "
+                "with the start model's masks, under the guard's minimum = refused):</p>"
+            )
+            out.append(html_table(["step", "criterion", "agreement", "chosen"], table))
+    return out
 
 
 def _g(v: object) -> object:
