@@ -98,7 +98,9 @@ def _otsu(x: np.ndarray) -> float:
 def _resize(x: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
     from skimage.transform import resize
 
-    return resize(x, shape, order=order, anti_aliasing=order > 0 and shape[0] < x.shape[0], preserve_range=True)
+    return resize(
+        x, shape, order=order, anti_aliasing=order > 0 and shape[0] < x.shape[0], preserve_range=True
+    )
 
 
 def _saliency(x: np.ndarray) -> np.ndarray:
