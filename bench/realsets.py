@@ -1,5 +1,6 @@
-"""Real images with ground truth: classical label-free methods, the packaged model, and a model
-adapted to each folder without labels (``segtrain --data DIR``), all scored the same way.
+"""Real images with ground truth: classical label-free methods, plain ``seginfer`` (the packaged
+model, its structure step decided per folder), the packaged network alone, and the one command
+``seginfer --adapt``, all scored the same way.
 
     python -m bench.realsets [--real ../shared/realdata] [--quick] [--work DIR]
 
@@ -10,14 +11,14 @@ set of the shared folder is cut into a *tune* part (the first file names, sorted
 every setting was chosen on, docs/model-selection.md) and a *report* part (the rest);
 stardist's images were never tuned on.
 
-Per part: the mean IoU % (as written: every method's two regions go through the same
-foreground rule, ``auto``; and polarity-free), milliseconds per image, and for the adapted
-model its training time and how well its label-free criterion ranked its candidates
-(Spearman correlation of -criterion with the as-written IoU over the snapshots).
+Per part: the mean IoU % (as written: every classical method's two regions go through the same
+foreground rule, ``auto``; and polarity-free), milliseconds per image, and what ``--adapt`` did
+(its structure step, whether it trained the network, its time: the whole command's wall time).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -109,6 +110,16 @@ def _blur_otsu(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
     return method
 
 
+def _blur_li(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
+    def method(image: np.ndarray) -> np.ndarray:
+        from skimage.filters import gaussian, threshold_li
+
+        b = gaussian(image, sigma=sigma) if sigma else image
+        return b > threshold_li(b)
+
+    return method
+
+
 def _chan_vese(image: np.ndarray) -> np.ndarray:
     from skimage.segmentation import chan_vese
 
@@ -126,6 +137,9 @@ CLASSICAL = {
     "blur 1 + Otsu": _blur_otsu(1),
     "blur 2 + Otsu": _blur_otsu(2),
     "blur 4 + Otsu": _blur_otsu(4),
+    "Li": _blur_li(0),
+    "blur 1 + Li": _blur_li(1),
+    "blur 2 + Li": _blur_li(2),
     "skimage chan_vese": _chan_vese,
     "morphological Chan-Vese": _morph_cv,
 }
@@ -167,41 +181,62 @@ def classical(part: Part) -> dict[str, dict]:
 
 
 # ----------------------------------------------------------------------------- unsupseg
-def segment(part: Part, model: Path | None, out: Path) -> dict:
-    """seginfer's run (run_folder, CPU) over the part with ground truth: {iou, iou_any_polarity, ms}."""
+PACKAGED = "unsupseg seginfer (packaged model)"
+NETWORK = "unsupseg network alone (--structure none)"
+ADAPTED = "unsupseg seginfer --adapt"
+
+
+def segment(part: Part, model: Path | None, out: Path, structure: str | None = None) -> dict:
+    """seginfer's run (run_folder, CPU) over the part with ground truth: {iou, iou_any_polarity, ms,
+    structure}. ``structure``: None = the model card's (the packaged card's is auto)."""
     from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
 
     options = RunOptions(
-        segmenter=SegmenterConfig(model=model, device="cpu"), masks=part.masks, overwrite=True
+        segmenter=SegmenterConfig(model=model, device="cpu", structure=structure),
+        masks=part.masks,
+        overwrite=True,
     )
     result = run_folder(part.folder, out, options)
     mean, n = result.summary["mean"], max(1, result.summary["n_written"])
-    return {"iou": mean["iou"], "iou_any_polarity": mean["iou_any_polarity"], "ms": 1e3 * result.seconds / n}
+    manifest = json.loads((out / "seginfer.json").read_text())
+    return {"iou": mean["iou"], "iou_any_polarity": mean["iou_any_polarity"], "ms": 1e3 * result.seconds / n,
+            "structure": (manifest.get("structure") or {}).get("kind")}  # fmt: skip
 
 
-def adapt(part: Part, work: Path, quick: bool, log: Callable[[str], None]) -> tuple[Path, dict]:
-    """``segtrain --data part`` with its defaults (masks only score the candidates), exported to ONNX:
-    (the .onnx, {train_s, chosen_step, spearman, candidates})."""
-    from unsupseg.export.export import export_onnx
-    from unsupseg.train.adapt import AdaptConfig
-    from unsupseg.train.adapt_run import run_adaptation
+def seginfer_adapt(part: Part, out: Path) -> tuple[dict, dict]:
+    """The one command a user types, ``seginfer --input PART --masks .. --output OUT --adapt``, run
+    as a process: ({iou, iou_any_polarity, ms, structure}, {seconds, adapt_s, structure, trained,
+    chosen_step, sample})."""
+    import shutil
+    import subprocess
+    import sys
 
-    run = work / "run"
-    cfg = AdaptConfig(str(part.folder), str(run), masks=str(part.masks))
-    if quick:
-        cfg.steps, cfg.snapshot_every = 8, 4
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [str(Path(sys.executable).parent / "seginfer"), "--input", str(part.folder),
+           "--masks", str(part.masks), "--output", str(out), "--adapt", "--device", "cpu", "-q"]  # fmt: skip
     t0 = time.perf_counter()
-    summary = run_adaptation(cfg, overwrite=True, log=log, plots=False)
-    train_s = time.perf_counter() - t0
-    onnx = work / "adapted.onnx"
-    export_onnx(run / "model.pt", onnx, overwrite=True, log=lambda m: None)
-    cands = summary["adaptation"]["candidates"]
-    return onnx, {
-        "train_s": train_s,
-        "chosen_step": summary["adaptation"]["chosen_step"],
-        "spearman": spearman([-c["criterion"] for c in cands], [c["iou_as_written"] for c in cands]),
-        "candidates": cands,
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(
+            f"seginfer --adapt failed on {part.folder} (exit {r.returncode}): {r.stderr[-2000:]}"
+        )
+    summary = json.loads((out / "summary.json").read_text())
+    manifest = json.loads((out / "seginfer.json").read_text())
+    record = manifest.get("adaptation") or {}
+    n = max(1, summary["n_written"])
+    mean, structure = summary["mean"], (manifest.get("structure") or {}).get("kind")
+    scores = {"iou": mean["iou"], "iou_any_polarity": mean["iou_any_polarity"], "ms": 1e3 * seconds / n,
+              "structure": structure}  # fmt: skip
+    info = {
+        "seconds": seconds,
+        "adapt_s": record.get("seconds"),
+        "structure": (record.get("structure") or {}).get("kind"),
+        "trained": record.get("trained"),
+        "chosen_step": record.get("chosen_step"),
+        "sample": (record.get("sample") or {}).get("pages"),
     }
+    return scores, info
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
@@ -214,21 +249,19 @@ def spearman(a: list[float], b: list[float]) -> float | None:
 
 
 def measure(real: Path | None, work: Path, quick: bool, log: Callable[[str], None] = print) -> list[dict]:
-    """One row per part: its classical scores, the packaged model's and the adapted model's."""
+    """One row per part: its classical scores, plain seginfer's (the packaged model: structure auto),
+    the packaged network's alone and ``seginfer --adapt``'s."""
     parts = (shared_parts(real, work / "parts", quick) if real is not None else []) + stardist_parts(
         work / "parts", quick
     )
     rows = []
     for part in parts:
         log(f"real: {part.set} {part.split}")
+        out = work / "out" / part.set / part.split
         scores = classical(part)
-        scores["unsupseg packaged model"] = segment(
-            part, None, work / "out" / part.set / part.split / "packaged"
-        )
-        onnx, info = adapt(part, work / "adapt" / part.set / part.split, quick, log)
-        scores["unsupseg adapted (segtrain --data)"] = segment(
-            part, onnx, work / "out" / part.set / part.split / "adapted"
-        )
+        scores[PACKAGED] = segment(part, None, out / "packaged")
+        scores[NETWORK] = segment(part, None, out / "network", structure="none")
+        scores[ADAPTED], info = seginfer_adapt(part, out / "adapted")
         rows.append({"set": part.set, "split": part.split, "n": len(_pairs(part)), "scores": scores,
                      "adaptation": info})  # fmt: skip
     return rows
@@ -236,7 +269,6 @@ def measure(real: Path | None, work: Path, quick: bool, log: Callable[[str], Non
 
 def main() -> None:
     import argparse
-    import json
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, default=DEFAULT_REAL if DEFAULT_REAL.is_dir() else None)

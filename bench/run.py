@@ -51,6 +51,7 @@ import click
 from bench.common import ROOT, Section, Settings, Shared, export_checkpoint, log
 from bench.report import render, results_json
 from bench.sections import (
+    adapt,
     classical,
     e2e,
     gpu,
@@ -75,6 +76,7 @@ SECTIONS = {
     "classical": classical,
     "sweep": sweep,
     "real": real,
+    "adapt": adapt,
     "objects": objects,
     "memory": memory,
     "training": training,

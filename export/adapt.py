@@ -31,6 +31,13 @@ class Adaptation:
     record: dict  # what the adaptation did (for seginfer.json and report.html)
 
 
+# seginfer --adapt trains the network (when no structure step fits) for at most this long; the
+# snapshots so far stay candidates. Issue 21 bounds the adaptation at 90 s for 40 images of 512x512
+# on 2 cores; the criterion and the collapse guard after training take the rest. segtrain --data,
+# a training command, keeps AdaptConfig's own budget.
+TRAIN_BUDGET_S = 60.0
+
+
 def adapt_pages(
     pages: Sequence[np.ndarray],
     onnx_path: str | os.PathLike,
@@ -54,6 +61,7 @@ def adapt_pages(
 
     start = time.perf_counter()
     cfg = AdaptConfig(data="", out="", seed=seed, device=device, threads=threads, structure=structure)
+    cfg.time_budget_s = TRAIN_BUDGET_S
     images = FolderImages.of(list(pages), cfg.hold_every, list(sources), list(skipped))
     result = adapt_images(images, cfg, log, should_stop=should_stop)
     if should_stop is not None and should_stop():
@@ -93,7 +101,8 @@ def _record(summary: dict, n_pages: int, skipped: list[dict], seconds: float) ->
         "structure": adaptation["structure"],
         "network": network,
         "trained": adaptation["trained"],
-        "steps": summary["config"]["steps"] if ran else 0,
+        "steps": max(r["step"] for r in rows) if ran else 0,  # trained (the time budget may stop early)
+        "time_budget_s": summary["config"].get("time_budget_s"),
         "snapshots": [{k: r[k] for k in ("step", "criterion", "agreement", "chosen") if k in r} for r in rows]
         if ran
         else [],

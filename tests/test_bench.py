@@ -42,6 +42,7 @@ def test_quick_bench_writes_every_section(tmp_path):
         "classical",
         "sweep",
         "real",
+        "adapt",
         "objects",
         "memory",
         "training",
@@ -70,15 +71,29 @@ def test_quick_bench_writes_every_section(tmp_path):
     report = results["sections"]["report"]
     assert report["n_shown"] > 0 and report["html_bytes"] > 0 and 0 < report["build_share"]
     assert len(results["sections"]["sweep"]["rows"]) == 1
+    runs = results["sections"]["adapt"]["runs"]  # generated: the network trained; the huge image: a step
+    first, last = runs[next(iter(runs))], runs[list(runs)[-1]]
+    assert first["structure"] == "none" and first["steps"] > 0 and 0 < first["adapt_s"] < first["wall_s"]
+    assert last["structure"] == "objects" and not last["trained"] and last["maxrss_mb"] > 0
     real = results["sections"]["real"]["rows"]  # stardist's nuclei (installed by make), ../shared/realdata
     parts = {(r["set"], r["split"]) for r in real}
     assert {("stardist2d", "check"), ("stardist3d", "check")} <= parts
     if DEFAULT_REAL.is_dir():
         assert {("nuclei", "tune"), ("nuclei", "report"), ("em", "report"), ("horse", "report")} <= parts
+    from bench.realsets import ADAPTED, NETWORK, PACKAGED
+
     for r in real:
-        assert {"Otsu", "unsupseg packaged model", "unsupseg adapted (segtrain --data)"} <= set(r["scores"])
+        assert {"Otsu", "blur 1 + Li", PACKAGED, NETWORK, ADAPTED} <= set(r["scores"])
         assert all(0 <= v["iou"] <= 1 and 0 <= v["iou_any_polarity"] <= 1 for v in r["scores"].values())
-        assert r["adaptation"]["chosen_step"] > 0  # a trained snapshot, chosen without masks
+        assert r["scores"][NETWORK]["structure"] == "none"
+        assert r["adaptation"]["seconds"] > 0 and r["adaptation"]["structure"] in (
+            "objects",
+            "membranes",
+            "photo",
+            "none",
+        )
+        if r["set"] in ("nuclei", "stardist2d"):  # fluorescence nuclei: the objects step, nothing trained
+            assert r["scores"][PACKAGED]["structure"] == "objects" == r["adaptation"]["structure"]
 
 
 def test_bench_refuses_a_missing_checkpoint(tmp_path):
