@@ -63,7 +63,7 @@ def run(shared: Shared) -> Section:
         [
             "folder",
             "structure",
-            "trained",
+            "network trained (steps)",
             "adapting s",
             "--adapt wall s",
             "adapting share",
