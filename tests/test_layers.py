@@ -24,6 +24,8 @@ ALLOWED = {
     "unsupseg.train": {"unsupseg.core"},
     "unsupseg.infer": {"unsupseg.core"},
     "unsupseg.export": {"unsupseg.core", "unsupseg.train", "unsupseg.infer"},
+    # the napari plugin joins the stages as the command line does: seginfer's run, and the adaptation
+    "unsupseg.napari": {"unsupseg.core", "unsupseg.infer", "unsupseg.export"},
 }
 # the command line's layer joins the stages: seginfer --adapt (infer/cli/adapt.py) reaches the
 # adaptation in export, inside the function that runs only with --adapt (it needs torch)
