@@ -188,6 +188,7 @@ class SegmentWidget(Container):
             self._say(f"failed: {result.message}")
             return
         labels, table = result
+        self.progress.value = self.progress.max
         name = f"{layer.name} labels"
         if name in self.viewer.layers:  # a new run replaces the last one's labels
             out = self.viewer.layers[name]
