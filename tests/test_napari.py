@@ -40,6 +40,7 @@ if not os.environ.get("DISPLAY"):
         pytest.fail(NO_DISPLAY, pytrace=False)
     pytest.skip(NO_DISPLAY, allow_module_level=True)
 
+import npe2  # noqa: E402
 import tifffile  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 from realimages import real_sets  # noqa: E402
@@ -224,6 +225,9 @@ def test_the_reader_shows_masks_without_labels_and_leaves_other_folders(viewer, 
     assert meta["name"] == f"{path.stem} mask" and set(np.unique(data)) <= {0, 1} and data.any()
     assert get_reader(str(tmp_path)) is None  # no summary.json: not a seginfer folder
     assert get_reader(str(path)) is None
+    readers = npe2.PluginManager.instance().iter_compatible_readers
+    assert "unsupseg" in {r.plugin_name for r in readers([str(tmp_path / "out")])}
+    assert "unsupseg" not in {r.plugin_name for r in readers([str(path)])}  # napari never asks for files
 
 
 @pytest.mark.parametrize("shape", [(64, 80), (3, 64, 80)])
