@@ -23,14 +23,19 @@ import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from unsupseg.core.errors import DataError, ImageReadError
 from unsupseg.core.imageio import to_gray
 from unsupseg.core.objects import measure_objects
-from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
-from unsupseg.infer.sample import ADAPT_INPUTS, ADAPT_PAGES_PER_INPUT, Sample, sample_pages
+
+# seginfer's inference stack (onnxruntime, scikit-image, scipy.stats: about 3 s to import here) is
+# imported by the first segmentation, in napari's worker thread, so that the widget opens at once
+if TYPE_CHECKING:
+    from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
+    from unsupseg.infer.sample import Sample
 
 FOREGROUND_CHOICES = ("model's", "auto", "border", "minority", "bright", "dark", "model")
 DEVICES = ("cpu", "cuda")
@@ -50,6 +55,8 @@ class Options:
 
     def config(self) -> SegmenterConfig:
         """seginfer's SegmenterConfig for these choices (its other fields at seginfer's defaults)."""
+        from unsupseg.infer.model.segmenter import SegmenterConfig
+
         return SegmenterConfig(
             model=self.model,
             device=self.device,
@@ -137,6 +144,8 @@ def sample_layers(layers: Sequence[tuple[str, object, bool]]) -> Sample:
     """What seginfer --adapt adapts on, taken from (name, data, rgb) of open Image layers instead of
     a folder's files: up to 32 layers, 2 pages each, large pages cut to their central window;
     constant or unusable layers are named in ``skipped``."""
+    from unsupseg.infer.sample import ADAPT_INPUTS, ADAPT_PAGES_PER_INPUT, sample_pages
+
     items = [_Layer(name, data, rgb) for name, data, rgb in layers]
     return sample_pages(
         items,
