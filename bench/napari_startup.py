@@ -10,7 +10,8 @@ all alike, and compared as medians:
 - napari alone: the unsupseg plugin disabled in npe2's plugin manager before the viewer opens;
 - with the plugin: installed and enabled (what a user who installed ``unsupseg[napari]`` gets);
 - with the plugin's widget docked: also ``add_plugin_dock_widget("unsupseg", ...)``, which
-  imports the widget's modules (onnxruntime, scikit-image, ...) and builds it.
+  imports the widget's modules and builds it (seginfer's inference stack waits for the first
+  segmentation).
 """
 
 from __future__ import annotations
