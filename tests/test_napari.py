@@ -2,7 +2,7 @@
 
 - the widget on a real image gives the labels ``seginfer --labels`` writes for the same model and
   options (and objects.csv's measurements as the layer's features); on a stack of pages too, with
-  one progress step per page;
+  one progress step per page; on an image large enough for seginfer's tiles (slow);
 - Cancel stops it between pages and adds nothing; a model file that does not exist, and CUDA where
   it cannot run, are error notifications with seginfer's words (no traceback);
 - the reader opens a real seginfer output folder (images, label images with objects.csv as their
@@ -134,6 +134,23 @@ def test_a_stack_is_segmented_page_by_page_as_seginfer_does(qtbot, viewer, widge
     assert steps == [(k, 4) for k in range(4)]  # one step per page (the last: structure and labels)
     expected = read_labels(tmp_path / "out" / "stack_labels.tif")
     np.testing.assert_array_equal(viewer.layers["stack labels"].data, expected)
+
+
+@pytest.mark.slow
+def test_a_large_image_runs_in_seginfers_tiles(qtbot, viewer, widget, tmp_path, monkeypatch):
+    from unsupseg.infer.model.segmenter import Segmenter
+
+    page = read_pages(nuclei()[0])[0]
+    large = np.tile(page, (5, 5))[:1200, :1100]  # above the 1024-pixel tile: seginfer cuts it in tiles
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "large.tif", large, photometric="minisblack")
+    run_seginfer("--input", tmp_path / "in", "--output", tmp_path / "out", "--labels", "--split")
+    viewer.add_image(large, name="large")
+    widget.split.value = True
+    segment(qtbot, widget, monkeypatch)
+    assert not Segmenter(device="cpu").grid(*large.shape).is_single
+    expected = read_labels(tmp_path / "out" / "large_labels.tif")[0]
+    np.testing.assert_array_equal(viewer.layers["large labels"].data, expected)
 
 
 def test_cancel_stops_between_pages_and_adds_nothing(qtbot, viewer, widget, monkeypatch):
