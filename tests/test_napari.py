@@ -9,7 +9,7 @@
   features; masks when there are no labels); the writer writes seginfer's uint16 TIFF, read back
   equal; the sample data; ``npe2 validate unsupseg``;
 - "Adapt to these images" on real layers, then the widget segments with the adapted model as
-  ``seginfer --model adapted.onnx`` does, and saves it.
+  ``seginfer --model adapted.onnx`` does, and saves it (heavy: make test-heavy, CI).
 
 napari's canvas needs OpenGL, which ``QT_QPA_PLATFORM=offscreen`` does not give: the pytest-xvfb
 plugin (in the napari extra) starts Xvfb for the session when it is installed
@@ -141,7 +141,7 @@ def test_a_large_image_runs_in_seginfers_tiles(qtbot, viewer, widget, tmp_path, 
     from unsupseg.infer.model.segmenter import Segmenter
 
     page = read_pages(nuclei()[0])[0]
-    large = np.tile(page, (5, 5))[:1200, :1100]  # above the 1024-pixel tile: seginfer cuts it in tiles
+    large = np.tile(page, (5, 2))[:1040, :320]  # taller than the 1024-pixel tile: seginfer cuts it in tiles
     (tmp_path / "in").mkdir()
     tifffile.imwrite(tmp_path / "in" / "large.tif", large, photometric="minisblack")
     run_seginfer("--input", tmp_path / "in", "--output", tmp_path / "out", "--labels", "--split")
@@ -274,6 +274,7 @@ def test_npe2_validates_the_manifest():
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # torch's import in the child process and the adaptation: 15 to 50 s here
 def test_adapt_to_the_open_images_then_segment_and_save(qtbot, viewer, widget, tmp_path, errors, monkeypatch):
     pytest.importorskip("torch", reason='adapting needs pip install "unsupseg[train]"')
     images = nuclei()[:2]
