@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade "pip>=23.2"
 	$(BIN)/python -m pip install --quiet --no-cache-dir $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[train,dev,ray,bioimageio]"
+	$(BIN)/python -m pip install --quiet --no-cache-dir -e ".[train,dev,ray,bioimageio,napari]"
 	# annotated real nuclei for the benchmark and its test: only the wheel's data files are read,
 	# --no-deps keeps its TensorFlow stack out
 	$(BIN)/python -m pip install --quiet --no-cache-dir --no-deps stardist==0.9.2

@@ -70,6 +70,12 @@ def _to_gray(arr: np.ndarray, channels_last: bool) -> np.ndarray:
     return arr[..., :3].astype(np.float32) @ _LUMA
 
 
+def to_gray(arr: np.ndarray) -> np.ndarray:
+    """Colour data (..., C), C in 1..4, as gray: the weights ``read_pages`` converts a colour file with
+    (for arrays that come from elsewhere, e.g. a napari layer)."""
+    return _to_gray(np.asarray(arr), channels_last=True)
+
+
 def check_size(path, height: int, width: int, max_pixels: int | None) -> None:
     """Raise ImageTooLargeError when one (height, width) page passes ``max_pixels`` (None: no limit)."""
     if max_pixels is not None and height * width > max_pixels:

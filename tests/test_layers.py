@@ -2,7 +2,8 @@
 
 - ``core`` imports nothing of ours; ``train`` and ``infer`` import only ``core``; ``export``
   imports the other three; the one exception is the command line's ``seginfer --adapt``, which
-  reaches ``export`` inside a function;
+  reaches ``export`` inside a function; the napari plugin (``unsupseg.napari``) imports ``core``,
+  ``infer``, and ``export`` only in its adaptation's child process (adapt_job.py), inside a function;
 - ``infer`` never imports torch (seginfer installs without it);
 - no module imports itself through others: no import cycle;
 - every import of ours names a module or a name that exists (an import inside a function,
@@ -24,6 +25,8 @@ ALLOWED = {
     "unsupseg.train": {"unsupseg.core"},
     "unsupseg.infer": {"unsupseg.core"},
     "unsupseg.export": {"unsupseg.core", "unsupseg.train", "unsupseg.infer"},
+    # the napari plugin joins the stages as the command line does: seginfer's run, and the adaptation
+    "unsupseg.napari": {"unsupseg.core", "unsupseg.infer", "unsupseg.export"},
 }
 # the command line's layer joins the stages: seginfer --adapt (infer/cli/adapt.py) reaches the
 # adaptation in export, inside the function that runs only with --adapt (it needs torch)
@@ -169,3 +172,24 @@ def test_no_import_cycles(graph):
         if module not in index:
             visit(module)
     assert not cycles, f"modules that import each other: {cycles}"
+
+
+def test_the_napari_plugin_reaches_torch_only_in_its_child_process(graph):
+    """The viewer's process never loads torch (torchvision's triton crashes it beside Mesa's OpenGL
+    driver): of the plugin, only adapt_job.py, the adaptation's child process, imports export, and
+    only inside its function; nothing of the plugin imports train or torch."""
+    wrong = [
+        f"{module} imports {imported}"
+        for module, imports in graph.items()
+        if module.startswith("unsupseg.napari")
+        for imported in imports
+        if imported.split(".")[0] == "torch"
+        or _package(imported) == "unsupseg.train"
+        or (_package(imported) == "unsupseg.export" and module != "unsupseg.napari.adapt_job")
+    ]
+    assert not wrong, wrong
+    tree = ast.parse(_modules()["unsupseg.napari.adapt_job"].read_text(encoding="utf-8"))
+    top = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in top if m and _package(m) == "unsupseg.export"}, (
+        "adapt_job imports export at its top"
+    )

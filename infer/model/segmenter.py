@@ -206,17 +206,25 @@ class Segmenter:
         ((_, result),) = list(self.predict_stream([(0, self.prepare(arr[None] if arr.ndim == 2 else arr))]))
         if isinstance(result, BaseException):
             raise result
-        mask, prob = result
+        out = self.finish(arr[None] if arr.ndim == 2 else arr, *result, labels=labels)
+        return tuple(a[0] for a in out) if arr.ndim == 2 else out
+
+    def finish(
+        self, pages: np.ndarray, mask: np.ndarray, prob: np.ndarray, labels: bool = False
+    ) -> tuple[np.ndarray, ...]:
+        """What follows the network for one image's pages (P, H, W) as given and ``predict_stream``'s
+        (mask, prob) of them: the structure step, the clean-up, and with ``labels`` the instance
+        labels; returns (mask, prob) or (mask, prob, labels). ``predict`` and the napari plugin
+        (which streams an image's pages one by one, for its progress) both end with it."""
         structure = self.structure
         if structure is None:  # "auto" on a single image: decided as a run of a folder of it decides
-            structure = self.detect([arr] if arr.ndim == 2 else arr, [prob] if arr.ndim == 2 else prob)
+            structure = self.detect(pages, prob)
         if structure.active:
-            mask = structure.apply(arr[None] if arr.ndim == 2 else arr, mask, prob)
+            mask = structure.apply(pages, mask, prob)
         if self.structure_active:  # the clean-up waited for the step
             for page in mask:
                 self.cleanup.apply(page)
-        out = (mask, prob, self.labeling.label(mask)) if labels else (mask, prob)
-        return tuple(a[0] for a in out) if arr.ndim == 2 else out
+        return (mask, prob, self.labeling.label(mask)) if labels else (mask, prob)
 
     @staticmethod
     def detect(pages: np.ndarray, probs: np.ndarray) -> Structure:
