@@ -51,7 +51,7 @@ def test_one_region_scores_zero_and_a_stack_is_the_mean_of_its_pages():
 def test_large_pages_and_integer_data_score_as_the_page_does():
     image, truth = _square(96)
     big, big_truth = np.kron(image, np.ones((12, 12), np.float32)), np.kron(truth, np.ones((12, 12), bool))
-    assert big.shape == (1152, 1152)  # scored at most 256 on a side: block means
+    assert big.shape == (1152, 1152)  # scored on every 9th pixel (at most WORK_SIDE, 128, a side)
     assert quality(big, big_truth) == pytest.approx(quality(image, truth), abs=0.1)
     as16 = np.round((image - image.min()) / np.ptp(image) * 65535).astype(np.uint16)
     assert quality(as16, truth) == pytest.approx(quality(image, truth), abs=0.02)
