@@ -45,8 +45,17 @@ def run(shared: Shared) -> Section:
     sec.table(
         "per part: Spearman of the score with the IoU as written, precision of the lowest 10% by score "
         "at finding the lowest 10% by IoU (k images each), median score, mean IoU, the run's warning",
-        ["part", "model", "structure", "n", "Spearman", "lowest 10%: precision (k)", "median score",
-         "mean IoU", "warned"],
+        [
+            "part",
+            "model",
+            "structure",
+            "n",
+            "Spearman",
+            "lowest 10%: precision (k)",
+            "median score",
+            "mean IoU",
+            "warned",
+        ],
         [_row(r) for r in rows],
     )
     cost = _cost(work / "cost", st.repeats)
@@ -101,11 +110,13 @@ def _measure(part, model: str, out: Path, structure: str | None) -> tuple[dict, 
     lowest_iou = set(np.argsort(iou, kind="stable")[:k])
     rho = float(spearmanr(q, iou)[0]) if len(cases) > 2 and np.ptp(q) > 0 and np.ptp(iou) > 0 else None
     adaptation = (manifest.get("adaptation") or {}).get("quality")
+    kind = manifest["structure"]["kind"]
+    ran = note + kind if note or structure is None else f"{structure} (as the packaged run)"
     row = {
         "set": part.set,
         "split": part.split,
         "model": model,
-        "structure": note + manifest["structure"]["kind"] if note or structure is None else f"{structure} (as the packaged run)",
+        "structure": ran,
         "n": len(cases),
         "spearman": rho,
         "k": k,
