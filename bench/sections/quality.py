@@ -30,7 +30,9 @@ def run(shared: Shared) -> Section:
 
     st = shared.settings
     real = st.real if st.real is not None else (DEFAULT_REAL if DEFAULT_REAL.is_dir() else None)
-    sec = Section("quality", TITLE, TEXT("intro", real=real or "(none found)"))
+    from unsupseg.infer.quality import WARN_MEDIAN
+
+    sec = Section("quality", TITLE, TEXT("intro", real=real or "(none found)", warn=WARN_MEDIAN))
     work = st.work / "quality"
     parts = (shared_parts(real, work / "parts", st.quick) if real else []) + stardist_parts(
         work / "stardist", st.quick
