@@ -9,8 +9,8 @@ peak), e2e (seginfer on a folder vs the model alone), processes (worker processe
 process vs the CPU ceiling, the scaling model, memory and start-up), classical (Otsu, blur + Otsu,
 Chan-Vese, morphological Chan-Vese vs unsupseg on held-out images), sweep (accuracy and
 speed over widths, from ``--sweep`` checkpoints), real (real sets: classical methods, the packaged
-model and label-free adaptation),
-objects (instance labels on real nuclei, --labels cost),
+model and label-free adaptation), quality (the label-free quality score against the IoU on
+the real sets, its cost), objects (instance labels on real nuclei, --labels cost),
 memory (peak RSS of seginfer), training (images/s, ``make train`` wall time), stream
 (``segtrain --data DIR`` memory), quant (int8 vs fp32), report (report.html of a large run:
 size and build time), gpu.
@@ -59,6 +59,7 @@ from bench.sections import (
     model,
     objects,
     processes,
+    quality,
     quant,
     real,
     report,
@@ -77,6 +78,7 @@ SECTIONS = {
     "sweep": sweep,
     "real": real,
     "adapt": adapt,
+    "quality": quality,
     "objects": objects,
     "memory": memory,
     "training": training,

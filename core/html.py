@@ -24,7 +24,7 @@ STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;padding:0 24px 48px;
 max-width:1400px;color:#1d1d1f;background:#fafafa}
 h1{font-size:22px;margin:24px 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-.sub{color:#666;margin:0 0 12px}.note{color:#555;max-width:900px}
+.sub{color:#666;margin:0 0 12px}.note{color:#555;max-width:900px}.warn{color:#a04000;max-width:900px}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px;border-bottom:1px solid #e4e4e4;
 text-align:left;vertical-align:top}th{font-weight:600}td.num,th.num{text-align:right;
 font-variant-numeric:tabular-nums}.kv th{color:#555;font-weight:500}
@@ -211,6 +211,24 @@ def svg_histogram(counts: Sequence[int], lo: float, hi: float, title: str, xlabe
         parts.append(
             f'<rect x="{_L + k * width + 0.5:.1f}" y="{_H - _B - h:.1f}" width="{max(width - 1, 0.5):.1f}" '
             f'height="{h:.1f}" fill="#0072b2"><title>{a:g} to {b:g}: {c:,}</title></rect>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_scatter(points: Sequence[tuple[float, float]], title: str, xlabel: str, ylabel: str) -> str:
+    """Points (x, y), both in [0, 1], as dots on the unit square (values outside are clipped)."""
+    span_x, span_y = _W - _L - _R, _H - _T - _B
+    ticks = [0.0, 0.5, 1.0]
+    xt = [(_L + v * span_x, f"{v:g}") for v in ticks]
+    yt = [(_H - _B - v * span_y, f"{v:g}") for v in ticks]
+    parts = _frame(title, xlabel, ylabel, xt, yt)
+    for x, y in points:
+        cx = _L + min(max(float(x), 0.0), 1.0) * span_x
+        cy = _H - _B - min(max(float(y), 0.0), 1.0) * span_y
+        parts.append(
+            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.2" fill="#0072b2" fill-opacity="0.55">'
+            f"<title>{x:.3f}, {y:.3f}</title></circle>"
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -37,6 +37,7 @@ from unsupseg.infer.inputs import Item
 from unsupseg.infer.model.postprocess import Cleanup
 from unsupseg.infer.model.segmenter import Segmenter
 from unsupseg.infer.model.tiles import TiledPages
+from unsupseg.infer.quality import quality as quality_score
 from unsupseg.infer.report import CaseResult, describe_error, evaluate
 from unsupseg.infer.writers import WRITERS, MaskWriter, OutputWriter, Segmentation
 
@@ -72,6 +73,7 @@ class ItemWork:
         skip_existing: bool = False,
         labeling: Labeling | None = None,
         max_pixels: int | None = PILLOW_MAX_PIXELS,
+        quality: bool = True,
     ):
         self.mask = mask
         self.extras = tuple(extras)
@@ -81,7 +83,8 @@ class ItemWork:
         self.labeling = labeling or Labeling()
         self.counts_objects = any(w.name == "labels" for w in self.extras)  # n_objects in the report
         self.needs_prob = any(w.needs_prob for w in self.writers)  # the segmenter keeps the probability
-        self.needs_image = any(w.needs_image for w in self.writers)  # writers get the pages as read
+        self.quality = quality  # score every mask (quality.py): it reads the pages as read
+        self.needs_image = quality or any(w.needs_image for w in self.writers)  # the pages as read are kept
         self.tables = {w.table: w.fields for w in self.writers if w.table}  # per-run tables -> columns
         self.max_pixels = max_pixels  # pixels per page above which an input is refused (None: no limit)
         self.output: str | None = None  # the run's output folder (never re-created once gone)
@@ -111,7 +114,8 @@ class ItemWork:
         mp = options.max_megapixels
         max_pixels = None if mp is None else round(mp * 1e6)
         mask = MaskWriter.from_options(options)
-        return cls(mask, extras, masks, options.skip_existing, options.segmenter.labeling, max_pixels)
+        labeling, quality = options.segmenter.labeling, options.quality
+        return cls(mask, extras, masks, options.skip_existing, labeling, max_pixels, quality)
 
     def existing_outputs(self, item: Item) -> list[str]:
         """The outputs of ``item`` already on disk (for the overwrite check)."""
@@ -162,6 +166,7 @@ class ItemWork:
             found = self.masks.find(item.rel)  # writers may draw it (--overlays)
             seg.truth = None if found is None else str(found)
         try:
+            score = self._quality(seg)  # before the writers: a failure here leaves nothing written
             rows = self._rows(item, seg)
             with writing_for(self.owner, self.output):
                 for writer in self.writers:
@@ -175,22 +180,26 @@ class ItemWork:
             return ItemResult(item.src, error=fault, fatal=True)
         case = CaseResult(item.src, self.mask.path(item, seg.pages), "written", n_pixels=seg.mask.size)
         case.n_foreground = int(np.count_nonzero(seg.mask))
+        case.quality = score
         return self._evaluated(item, case, seg, rows)
 
     def keep(self, item: Item, mask_path: str) -> ItemResult:
         """An input whose outputs exist (``--skip-existing``): its row, evaluated when it has ground
-        truth, and its table rows from the files on disk (as the run that wrote them gave them)."""
+        truth, scored from its input and its mask on disk (the score reads nothing else, so it is the
+        one the run that wrote the mask gave), and its table rows from the files on disk (as that
+        run gave them)."""
         case = CaseResult(item.src, mask_path, "skipped")
         truth = self.masks is not None and self.masks.find(item.rel) is not None
-        if not (truth or self.tables or self.counts_objects):
+        if not (truth or self.tables or self.counts_objects or self.quality):
             return ItemResult(item.src, case)
         try:
             mask = read_mask(mask_path)
-            image = self.read(item) if self.tables and self.needs_image else None
+            image = self.read(item) if self.needs_image and (self.tables or self.quality) else None
             seg = Segmentation(mask, None, image, self.labeling)
             for writer in self.extras:
                 writer.restore(item, seg)
             rows = self._rows(item, seg)
+            case.quality = self._quality(seg)
         except Exception as e:
             return ItemResult(item.src, error=describe_error(e))
         if truth:
@@ -203,6 +212,12 @@ class ItemWork:
         if isinstance(error, OutputError):
             return ItemResult(item.src, error=str(error), fatal=True)
         return ItemResult(item.src, error=describe_error(error))
+
+    def _quality(self, seg: Segmentation) -> float | None:
+        """The mask's label-free score (quality.py), or None when the run does not score."""
+        if not self.quality:
+            return None
+        return quality_score(seg.image, seg.mask)
 
     def _rows(self, item: Item, seg: Segmentation) -> dict[str, list[dict]]:
         return {w.table: w.rows(item, seg) for w in self.writers if w.table}

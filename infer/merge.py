@@ -32,7 +32,7 @@ _TABLES = {w.table: w.fields for w in WRITERS.values() if w.table}
 class Merged:
     report: Report  # all shards' cases, failures and table rows
     n_shards: int  # N of the I/N shards found
-    with_csv: bool  # the shards wrote report-shard-*.csv (they ran with --masks)
+    with_csv: bool  # the shards wrote report-shard-*.csv (every shard does; older ones only with --masks)
     tables: tuple[str, ...] = ()  # the per-run tables the shards wrote (e.g. "objects")
 
 

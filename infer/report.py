@@ -6,16 +6,20 @@ foreground. Per image (all pages together):
 - ``iou``: IoU of the mask as written (after the polarity rule);
 - ``iou_any_polarity``: max(IoU(mask), IoU(not mask)), the seed notebook's metric;
 - ``dice``; pixel counts ``n_pixels``, ``n_foreground`` (written mask),
-  ``n_mask_foreground`` (ground truth) and ``n_intersection``.
+  ``n_mask_foreground`` (ground truth) and ``n_intersection``;
+- ``quality``: the label-free score of the mask in [0, 1] (``quality.py``), with or without
+  ground truth; summary.json's ``quality`` holds its mean, median and lowest decile, and the
+  warning when the median is low.
 
 ``summary.json`` (its layout modelled on nnU-Net's; docs/seginfer.md documents it)::
 
     {"n_images", "n_written", "n_failed", "n_skipped",
      "failed": [{"input", "error"}],
      "mean": {"iou", "iou_any_polarity", "dice"},
-     "metric_per_case": [{"input", "output", "status", "mask", "iou", ...}]}
+     "quality": {"n", "mean", "median", "lowest_decile", "warn_below", "warning"},
+     "metric_per_case": [{"input", "output", "status", "mask", "iou", ..., "quality"}]}
 
-It is written on every run. ``mean`` holds the averages over the inputs that
+It is written on every run, and report.csv with it. ``mean`` holds the averages over the inputs that
 have a mask; its values are ``null`` when none has (no ``--masks``, or no
 match). Inputs without a mask are in ``metric_per_case`` with ``mask: null``
 and ``null`` metrics; they are not failures. ``n_skipped`` counts masks left
@@ -62,12 +66,14 @@ from unsupseg.core.errors import ImageReadError
 from unsupseg.core.imageio import read_mask_values
 from unsupseg.core.instance import INSTANCE_FIELDS, instance_metrics, is_instance_labels
 from unsupseg.core.metrics import dice, iou, iou_any_polarity
+from unsupseg.infer.quality import summarise
 from unsupseg.infer.spool import RunSpool
 
 METRICS = ("iou", "iou_any_polarity", "dice")
 # instance metrics averaged in "mean" (the object counts are not)
 INSTANCE_METRICS = tuple(f for f in INSTANCE_FIELDS if not f.startswith("n_"))
 MEAN_FIELDS = METRICS + INSTANCE_METRICS
+QUALITY = "quality"  # the label-free score (quality.py): summarised apart from the metrics' "mean"
 
 
 @dataclass(slots=True)
@@ -83,6 +89,7 @@ class CaseResult:
     n_foreground: int = 0  # foreground pixels of the written mask
     n_mask_foreground: int | None = None  # foreground pixels of the ground truth
     n_intersection: int | None = None
+    quality: float | None = None  # label-free score of the mask in [0, 1] (quality.py); None: not computed
     # optional: in the row only when set (a run without --labels or instance ground truth has none)
     n_objects: int | None = None  # objects in the label image (--labels)
     n_true_objects: int | None = None  # objects in an instance ground truth
@@ -158,7 +165,7 @@ class Report:
     ):
         self.n_images = n_images
         self.tables = {name: tuple(cols) for name, cols in (tables or {}).items()}
-        self._spool = RunSpool(Path(spool) if spool is not None else None, MEAN_FIELDS)
+        self._spool = RunSpool(Path(spool) if spool is not None else None, (*MEAN_FIELDS, QUALITY))
         self.failed: list[dict[str, str]] = []
         self.n_written = 0
         self.n_skipped = 0
@@ -235,6 +242,10 @@ class Report:
         out.update({m: float(np.mean(vals[m])) for m in INSTANCE_METRICS if len(vals[m])})
         return out
 
+    def quality(self) -> dict | None:
+        """summary.json's ``quality`` (``quality.summarise``): None when no case has a score."""
+        return summarise(self._spool.means_input(QUALITY))
+
     def summary(self, with_cases: bool = True) -> dict:
         failed = sorted(self.failed, key=lambda f: f["input"])
         return {
@@ -244,6 +255,7 @@ class Report:
             "n_skipped": self.n_skipped,
             "failed": failed,
             "mean": self.mean(),
+            "quality": self.quality(),
             **({"n_objects": self.n_objects} if self.n_objects is not None else {}),
             **({"stopped": self.stopped} if self.stopped is not None else {}),
             **({"metric_per_case": [case_row(c) for c in self.sorted_cases()]} if with_cases else {}),
@@ -291,6 +303,12 @@ class Report:
             f"images {self.n_images}   written {self.n_written}   skipped {self.n_skipped}   "
             f"failed {self.n_failed}" + (f"   objects {self.n_objects}" if self.n_objects is not None else "")
         ]
+        q = self.quality()
+        if q is not None:
+            lines.append(
+                f"quality (label-free, 0..1)   median {q['median']:.2f}   mean {q['mean']:.2f}   "
+                f"lowest decile {q['lowest_decile']:.2f}   n={q['n']}"
+            )
         metrics = self._metrics()
         n_ev = len(metrics["iou"])
         if n_ev:

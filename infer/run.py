@@ -71,6 +71,7 @@ class RunOptions:
     max_megapixels: float | None = PILLOW_MAX_PIXELS / 1e6  # larger pages are refused; None: no limit
     html: bool = False  # write report.html (and report_files/) at the end (html/page.py)
     adaptation: dict | None = None  # the record of the adaptation that made the model (seginfer --adapt)
+    quality: bool = True  # score every mask without labels (quality.py; report.csv's quality column)
 
 
 @dataclass
@@ -175,7 +176,7 @@ def _run(
             elapsed, stop = _segment(engine, items, work, report, progress)
             summary_written, unwritten = _write_report(report, files, options, stop)
             summary, text = report.summary(with_cases=False), report.summary_text()
-        unwritten += _finish_manifest(files, manifest, report, elapsed, engine)
+        unwritten += _finish_manifest(files, manifest, report, elapsed, engine, summary["quality"])
         page = _html_page(files, unwritten) if options.html and stop is None and not unwritten else None
         lock.clean = stop is None and not unwritten  # else the next run removes what this one left
     if stop is not None and not isinstance(stop, OutputError):
@@ -257,7 +258,7 @@ def _write_report(
         report.stopped = "interrupted (Ctrl-C)"
     elif stop is not None:
         report.stopped = describe_error(stop)
-    csv = files.report if options.masks is not None else None
+    csv = files.report  # always: its quality column is there with or without --masks
     unwritten = []
     for name in report.tables:  # per-run tables first: the summary is the mark of a finished run
         try:
@@ -265,20 +266,19 @@ def _write_report(
         except (OSError, OutputError) as e:
             unwritten.append(f"{files.table(name).name} not written: {describe_fault(e, files.folder)}")
     for path, write in ((files.summary, report.write_summary), (csv, report.write_csv)):
-        if path is None:
-            continue
         try:
             write(path)
         except (OSError, OutputError) as e:
-            lost = path.name if path == csv or csv is None else f"{path.name} and {csv.name}"
+            lost = path.name if path == csv else f"{path.name} and {csv.name}"
             return path == csv, [*unwritten, f"{lost} not written: {describe_fault(e, files.folder)}"]
     return True, unwritten
 
 
 def _finish_manifest(
-    files: RunFiles, manifest: dict, report: Report, elapsed: float, engine: Engine
+    files: RunFiles, manifest: dict, report: Report, elapsed: float, engine: Engine, quality: dict | None
 ) -> list[str]:
-    """Complete the manifest with the run's figures; returns why it could not be, if so."""
+    """Complete the manifest with the run's figures (``quality``: summary.json's, whose "warning"
+    says when the median score is low); returns why it could not be, if so."""
     manifest.update(
         engine=describe_engine(engine),
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -286,6 +286,7 @@ def _finish_manifest(
         images_per_second=round(report.n_written / elapsed, 2) if elapsed > 0 else None,
         n_written=report.n_written,
         n_failed=report.n_failed,
+        quality=quality,
         **({"stopped": report.stopped} if report.stopped is not None else {}),
     )
     try:

@@ -1,6 +1,6 @@
 """The names of a run's own files in its output folder, for ``seginfer``, ``segreport`` and the merge.
 
-    summary.json   always             report.csv   with --masks        seginfer.json   the manifest
+    summary.json   always             report.csv   always              seginfer.json   the manifest
     objects.csv    with --labels (a per-run table: ``table("objects")``)
     .seginfer.lock while a run of these files is on (runlock.py), removed when it ends
     report.html    with --html, and its previews in report_files/ (the page's name + "_files")

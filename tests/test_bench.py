@@ -43,6 +43,7 @@ def test_quick_bench_writes_every_section(tmp_path):
         "sweep",
         "real",
         "adapt",
+        "quality",
         "objects",
         "memory",
         "training",

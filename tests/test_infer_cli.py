@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -400,7 +401,8 @@ def test_summary_without_masks(tmp_path, infer_model_path, infer_disk_image):
     assert s["mean"] == {"iou": None, "iou_any_polarity": None, "dice": None}
     assert (s["n_images"], s["n_written"], s["n_failed"], s["failed"]) == (2, 2, 0, [])
     assert [c["mask"] for c in s["metric_per_case"]] == [None, None]
-    assert not (out / "report.csv").exists()
+    rows = list(csv.DictReader((out / "report.csv").open()))  # written without --masks too: its quality
+    assert [r["iou"] for r in rows] == ["", ""] and all(0.0 <= float(r["quality"]) <= 1.0 for r in rows)
     manifest = json.loads((out / "seginfer.json").read_text())
     assert manifest["provider"] == "CPUExecutionProvider" and manifest["model"]["card"]["arch"] == "test-mean"
     assert any(k.startswith("onnxruntime") for k in manifest["versions"])

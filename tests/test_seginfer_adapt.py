@@ -65,6 +65,11 @@ def test_adapt_writes_the_model_and_segments_with_it(adapted):
     assert record["sample"]["pages"] == 2 and record["sample"]["skipped"] == []
     assert record["structure"]["kind"] == "objects" and record["structure"]["evidence"]["votes"]
     assert record["network"].startswith("kept") and record["seconds"] > 0
+    # the quality score of the sample's masks before and after: the network was kept, so the same;
+    # the sample is the whole folder here, so it is the run's own median
+    q = record["quality"]
+    assert q["pages"] == 2 and 0.0 < q["median_before"] == q["median_after"] <= 1.0
+    assert q["median_after"] == pytest.approx(summary["quality"]["median"], abs=1e-3)
     assert manifest["model"]["path"].endswith("adapted.onnx") and record["path"] == manifest["model"]["path"]
     page = (root / "out" / "report.html").read_text()  # report.html says what the adaptation did
     assert "Structure and adaptation" in page and record["network"] in page and "adapted.onnx" in page

@@ -62,7 +62,7 @@ def test_refuses_to_overwrite_summary(tmp_path, infer_model_path, infer_disk_ima
     r = _merge(out)
     assert r.exit_code == 2 and "pass --overwrite" in r.output
     assert _merge(out, "--overwrite").exit_code == 0
-    assert not (out / "report.csv").exists()  # no --masks, no report.csv (as in a single run)
+    assert (out / "report.csv").exists()  # without --masks too (its quality column), as in a single run
 
 
 def test_missing_shard_is_named(tmp_path, infer_model_path, infer_disk_image):

@@ -5,6 +5,8 @@ every input with it, in one command.
       -> sample the inputs (infer/sample.py: 32 spread over the folder, 2 pages each, large
          pages cut to their central 1024 x 1024 window; unreadable and constant ones named)
       -> adapt (export/adapt.py, torch) -> OUT/adapted.onnx, loadable with --model
+      -> the median quality score (infer/quality.py) of the sample's masks with the packaged
+         model and with the adapted one, in the record
       -> the run, with that model, its record in seginfer.json and report.html
 
 This is the command line's layer: it joins the torch-free run (infer) and the adaptation
@@ -19,9 +21,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import numpy as np
 
 from unsupseg.core.errors import OutputExistsError
-from unsupseg.infer.run import RunOptions, plan_run
+from unsupseg.infer.quality import quality
+from unsupseg.infer.run import RunOptions, plan_run, resolve_structure
 from unsupseg.infer.sample import ADAPT_INPUTS, ADAPT_PAGES_PER_INPUT, sample_pages
 
 ADAPTED = "adapted.onnx"  # the adapted model's name in the output folder
@@ -87,7 +91,26 @@ def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tup
         structure=options.segmenter.structure or "auto",
         log=log,
     )
-    return _with_model(options, path), {"path": str(path), **adaptation.record}
+    adapted = _with_model(options, path)
+    record = {"path": str(path), **adaptation.record}
+    record["quality"] = {
+        "pages": len(sample.pages),
+        "median_before": _median_quality(items, work, options, sample.pages),
+        "median_after": _median_quality(items, work, adapted, sample.pages),
+    }
+    log(
+        f"median quality score of the sample's masks: {record['quality']['median_before']:.2f} with the "
+        f"packaged model, {record['quality']['median_after']:.2f} adapted"
+    )
+    return adapted, record
+
+
+def _median_quality(items, work, options: RunOptions, pages) -> float:
+    """The median quality score (infer/quality.py) of the masks ``options``' model writes for the
+    sample's ``pages``, with the structure step a run of the folder with that model would use."""
+    config, _ = resolve_structure(items, work, options.segmenter)
+    seg = config.build()
+    return round(float(np.median([quality(page, seg.predict(page)[0]) for page in pages])), 4)
 
 
 def _with_model(options: RunOptions, path: Path) -> RunOptions:

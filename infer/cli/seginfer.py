@@ -239,6 +239,9 @@ def main(**params):
             progress.close()
     if not quiet:
         click.echo(result.summary_text)
+        warning = (result.summary.get("quality") or {}).get("warning")
+        if warning:  # the folder's median score is low (infer/quality.py); also in the manifest
+            click.echo(f"seginfer: warning: {warning}", err=True)
         if result.page is not None:
             click.echo(f"seginfer: wrote {result.page.path} ({result.page.seconds:.1f} s)", err=True)
     exit_if_failed("seginfer", result.n_failed, result.files.summary)

@@ -84,6 +84,9 @@ def _merge(files, overwrite: bool, quiet: bool, html: bool) -> int:
         if not quiet:
             click.echo(f"segreport: merged {merged.n_shards} shards into {summary}", err=True)
             click.echo(report.summary_text())
+            warning = (report.quality() or {}).get("warning")
+            if warning:  # the merged run's median score is low (infer/quality.py)
+                click.echo(f"segreport: warning: {warning}", err=True)
         n_failed = report.n_failed
     if html:
         manifests = [files.shard_files(i, merged.n_shards).manifest for i in range(1, merged.n_shards + 1)]

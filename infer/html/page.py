@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from unsupseg.core.atomic import write_text_atomic
-from unsupseg.core.html import esc, fmt, html_table, kv_table, page, svg_histogram
+from unsupseg.core.html import esc, fmt, html_table, kv_table, page, svg_histogram, svg_scatter
 from unsupseg.core.overlay import MASK_COLOUR, TRUTH_COLOUR
 from unsupseg.infer.html.previews import Preview, make_previews
 from unsupseg.infer.html.select import FAILED, RANDOM, WORST, Entry, Selection, Selector, read_summary
@@ -61,7 +61,10 @@ def build_report(
     start = time.perf_counter()
     html_path = Path(html_path)
     head, rows = read_summary(summary)
-    by = "iou" if (head.get("mean") or {}).get("iou") is not None else "fraction"
+    if (head.get("mean") or {}).get("iou") is not None:
+        by = "iou"
+    else:  # no ground truth: the label-free score; the foreground fraction for older summaries
+        by = "quality" if head.get("quality") else "fraction"
     selector = Selector(by, worst, random, failed)
     for row in rows:
         selector.add(row)
@@ -115,14 +118,40 @@ def _body(head: dict, sel: Selection, runs: list[dict], previews: dict, assets: 
         _summary_section(head),
     ]
     if sel.n_scored:
-        label = "IoU of the mask as written" if sel.by == "iou" else "foreground fraction of the mask"
+        title, label = _HISTOGRAM[sel.by]
         parts += [
-            f"<h2>{'IoU' if sel.by == 'iou' else 'Foreground fraction'} histogram</h2>",
+            f"<h2>{title} histogram</h2>",
             svg_histogram(sel.histogram, 0.0, 1.0, f"{label} ({sel.n_scored:,} images)", label),
+        ]
+    if sel.scatter:
+        sample = "" if len(sel.scatter) == sel.n_pairs else f", a uniform sample of {len(sel.scatter):,}"
+        parts += [
+            "<h2>Quality score and IoU</h2>",
+            svg_scatter(
+                sel.scatter,
+                f"label-free quality against IoU ({sel.n_pairs:,} images{sample})",
+                "quality score (no ground truth used)",
+                "IoU",
+            ),
+            '<p class="note">How far the score, which runs without ground truth, follows the IoU on '
+            "these images: where the dots rise from left to right, the lowest scores of a folder "
+            "without ground truth point at its worst masks (docs/quality.md).</p>",
         ]
     parts += _failures_section(head.get("failed", []))
     parts += _grid_section(sel, previews, assets)
     return "\n".join(parts)
+
+
+_HISTOGRAM = {  # what "worst" means -> (histogram title, axis label)
+    "iou": ("IoU", "IoU of the mask as written"),
+    "quality": ("Quality score", "label-free quality score of the mask"),
+    "fraction": ("Foreground fraction", "foreground fraction of the mask"),
+}
+_WORST = {
+    "iou": "lowest IoU",
+    "quality": "lowest label-free quality score",
+    "fraction": "most extreme foreground fraction (nearly empty or full)",
+}
 
 
 def _run_section(runs: list[dict]) -> str:
@@ -237,9 +266,13 @@ def _summary_section(head: dict) -> str:
     mean = head.get("mean") or {}
     rows = [(k, head.get(k)) for k in ("n_images", "n_written", "n_skipped", "n_failed")]
     rows += [(f"mean {k}", mean.get(k)) for k in ("iou", "iou_any_polarity", "dice")]
+    quality = head.get("quality") or {}
+    rows += [(f"quality {k.replace('_', ' ')}", quality.get(k)) for k in ("median", "mean", "lowest_decile")]
     note = ""
     if mean.get("iou") is None:
         note = '<p class="note">No ground truth (run without --masks, or no mask matched): no IoU.</p>'
+    if quality.get("warning"):
+        note += f'<p class="warn"><b>Warning:</b> {esc(quality["warning"])}</p>'
     return kv_table(rows, key_attr=True) + note
 
 
@@ -256,7 +289,7 @@ def _failures_section(failed: list[dict]) -> list[str]:
 
 
 def _grid_section(sel: Selection, previews: dict[str, Preview], assets: str) -> list[str]:
-    what = "lowest IoU" if sel.by == "iou" else "most extreme foreground fraction (nearly empty or full)"
+    what = _WORST[sel.by]
     counts = (
         f'<p id="counts">Showing <b>{len(sel.entries):,}</b> inputs: the worst <b>{sel.n_worst:,}</b> '
         f"of {sel.n_scored:,} ({esc(what)}), a random <b>{sel.n_random:,}</b> of {sel.n_rows:,} "
@@ -294,7 +327,10 @@ def _entry(e: Entry, p: Preview, assets: str, by: str) -> tuple[str, str]:
         f'<span class="badge b-{t}">{t}</span>' for t in ("failed", "worst", "random") if t in e.tags
     )
     row = e.row or {}
-    value = f"IoU {fmt(row.get('iou'), 3)}" if by == "iou" else f"fg {fmt(e.fraction, 3)}"
+    if by == "fraction":
+        value = f"fg {fmt(e.fraction, 3)}"
+    else:
+        value = f"{'IoU' if by == 'iou' else 'quality'} {fmt(row.get(by), 3)}"
     name = os.path.basename(e.input) or e.input
     if p.image is None:
         why = p.problem or e.error or "no preview"
@@ -315,6 +351,7 @@ def _entry(e: Entry, p: Preview, assets: str, by: str) -> tuple[str, str]:
         ("IoU", row.get("iou")),
         ("IoU any polarity", row.get("iou_any_polarity")),
         ("Dice", row.get("dice")),
+        ("quality score", row.get("quality")),
         ("foreground fraction", e.fraction),
         (
             "size",

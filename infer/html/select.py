@@ -3,9 +3,11 @@
 A run of 100,000 images cannot show 100,000 thumbnails. The page shows
 
 - the **worst** ``worst`` inputs: lowest IoU of the mask as written when the run has
-  ground truth; without it the most extreme masks, lowest min(f, 1 - f) for the
-  foreground fraction f (a nearly empty or nearly full mask is the usual failure of a
-  two-region model: nothing found, or the background taken);
+  ground truth; without it the lowest label-free quality score (``infer/quality.py``,
+  the rows' ``quality``); for rows without one (written by an older version) the most
+  extreme masks, lowest min(f, 1 - f) for the foreground fraction f (a nearly empty or
+  nearly full mask is the usual failure of a two-region model: nothing found, or the
+  background taken);
 - a **random** ``random`` of all inputs: the ones with the smallest hash of their input
   path (SHA-1), a uniform sample that is the same for a run and for its shards merged
   (each shard's smallest hashes contain the merged run's), and stable between builds;
@@ -13,7 +15,8 @@ A run of 100,000 images cannot show 100,000 thumbnails. The page shows
 
 ``Selector`` takes the rows one at a time (``read_summary`` streams them from
 summary.json) and keeps at most ``2 * (worst + random)`` of them, plus the histogram
-counts: memory does not grow with the number of inputs.
+counts: memory does not grow with the number of inputs. With ground truth it also keeps
+(quality, IoU) of up to ``SCATTER`` inputs, the smallest hashes again, for the page's scatter plot.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ WORST = 200  # inputs shown as the worst
 RANDOM = 200  # inputs shown as a random sample
 FAILED = 200  # failed inputs shown in the grid
 BINS = 20  # histogram bins over [0, 1]
+SCATTER = 2000  # inputs in the scatter plot of quality against IoU (a uniform sample)
+BY = ("iou", "quality", "fraction")  # what "worst" can mean
 
 
 def name_hash(input_path: str) -> str:
@@ -59,7 +64,7 @@ class Entry:
 
 @dataclass
 class Selection:
-    by: str  # "iou" or "fraction": what "worst" means
+    by: str  # "iou", "quality" or "fraction": what "worst" means
     entries: list[Entry]  # what the grid shows, worst first (failures first of all)
     n_rows: int  # rows read (inputs with a mask written or kept)
     n_scored: int  # rows with a score (an IoU, or a known foreground fraction)
@@ -68,20 +73,23 @@ class Selection:
     n_failed: int  # failed inputs in the run
     n_failed_shown: int  # failed inputs in the grid
     histogram: list[int]  # counts over BINS equal bins of [0, 1] of the score's source value
+    scatter: list[tuple[float, float]] = field(default_factory=list)  # (quality, iou) of a sample
+    n_pairs: int = 0  # rows with both a quality score and an IoU
 
 
 class Selector:
     """Feed ``add`` every case row and ``fail`` every failure; ``result`` gives the Selection."""
 
     def __init__(self, by: str, worst: int = WORST, random: int = RANDOM, failed: int = FAILED):
-        if by not in ("iou", "fraction"):
-            raise ValueError(f"rank by 'iou' or 'fraction', got {by!r}")
+        if by not in BY:
+            raise ValueError(f"rank by one of {', '.join(BY)}, got {by!r}")
         self.by, self.k_worst, self.k_random, self.k_failed = by, worst, random, failed
         self._worst: list[tuple[float, str, dict]] = []
         self._random: list[tuple[str, dict]] = []
         self.failures: list[dict] = []
         self.histogram = [0] * BINS
-        self.n_rows = self.n_scored = 0
+        self.n_rows = self.n_scored = self.n_pairs = 0
+        self._pairs: list[tuple[str, float, float]] = []  # (hash, quality, iou), the smallest hashes
 
     def add(self, row: dict) -> None:
         self.n_rows += 1
@@ -89,21 +97,31 @@ class Selector:
         if value is not None:
             self.n_scored += 1
             self.histogram[min(int(value * BINS), BINS - 1)] += 1
-            score = value if self.by == "iou" else min(value, 1.0 - value)
+            score = self._score(value)
             self._worst.append((score, row["input"], row))
             if len(self._worst) >= 2 * self.k_worst + 64:
                 self._worst = sorted(self._worst, key=_rank)[: self.k_worst]
-        self._random.append((name_hash(row["input"]), row))
+        key = name_hash(row["input"])
+        self._random.append((key, row))
         if len(self._random) >= 2 * self.k_random + 64:
             self._random = sorted(self._random, key=lambda t: t[0])[: self.k_random]
+        if row.get("quality") is not None and row.get("iou") is not None:
+            self.n_pairs += 1
+            self._pairs.append((key, row["quality"], row["iou"]))
+            if len(self._pairs) >= 2 * SCATTER + 64:
+                self._pairs = sorted(self._pairs)[:SCATTER]
 
     def fail(self, failure: dict) -> None:
         self.failures.append(failure)
 
     def _value(self, row: dict) -> float | None:
-        if self.by == "iou":
-            return row.get("iou")
+        if self.by in ("iou", "quality"):
+            return row.get(self.by)
         return row["n_foreground"] / row["n_pixels"] if row.get("n_pixels") else None
+
+    def _score(self, value: float) -> float:
+        """The rank of a row's value (lower is worse): the fraction's distance from 0 or 1."""
+        return min(value, 1.0 - value) if self.by == "fraction" else value
 
     def result(self) -> Selection:
         worst = sorted(self._worst, key=_rank)[: self.k_worst]
@@ -116,7 +134,7 @@ class Selector:
             e.tags.add("random")
             if e.score is None:
                 v = self._value(row)
-                e.score = None if v is None else (v if self.by == "iou" else min(v, 1.0 - v))
+                e.score = None if v is None else self._score(v)
         failures = sorted(self.failures, key=lambda f: f["input"])
         shown_failed = failures[: self.k_failed]
         for f in shown_failed:
@@ -136,6 +154,8 @@ class Selector:
             n_failed=len({f["input"] for f in failures}),
             n_failed_shown=len(shown_failed),
             histogram=self.histogram,
+            scatter=[(q, i) for _, q, i in sorted(self._pairs)[:SCATTER]],
+            n_pairs=self.n_pairs,
         )
 
 
