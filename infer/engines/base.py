@@ -23,7 +23,10 @@ what ``open`` started).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from unsupseg.infer.inputs import Item
@@ -49,3 +52,24 @@ def describe_engine(engine) -> dict:
     """What the manifest records about an engine: its ``describe()``, or at least its name."""
     describe = getattr(engine, "describe", None)
     return describe() if describe is not None else {"name": engine.name}
+
+
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """Ctrl-C during the block takes effect when it ends: a finished write is never taken off the
+    queue without reaching the report (the summary lists every mask on disk). Python runs signal
+    handlers in the main thread only, so elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(*caught[0])  # the default handler raises KeyboardInterrupt
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from itertools import islice
 from multiprocessing.connection import wait
 
+from unsupseg.infer.engines.base import ctrl_c_deferred
 from unsupseg.infer.engines.pool import GUARD_HINT, WorkerHandle, WorkerPool, why_ended
 from unsupseg.infer.errors import EngineError
 from unsupseg.infer.inputs import Item
@@ -84,7 +85,8 @@ class Dispatch:
         ready = wait([*by_conn, *by_sentinel])
         for obj in ready:
             if obj in by_conn:
-                self._receive(by_conn[obj], self._report)
+                with ctrl_c_deferred():  # results received reach the report whole (wait said: ready)
+                    self._receive(by_conn[obj], self._report)
         for obj in ready:
             if obj in by_sentinel:
                 self._ended(by_sentinel[obj])

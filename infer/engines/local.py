@@ -6,15 +6,13 @@ each, and in what order. The protocol it implements is base.py's.
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 
+from unsupseg.infer.engines.base import ctrl_c_deferred
 from unsupseg.infer.inputs import Item
 from unsupseg.infer.items import ItemResult, ItemWork, OnResult
 from unsupseg.infer.model.segmenter import Segmenter, SegmenterConfig
@@ -89,27 +87,6 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
-@contextmanager
-def _ctrl_c_deferred() -> Iterator[None]:
-    """Ctrl-C during the block takes effect when it ends: a finished write is never taken off the
-    queue without reaching the report (the summary lists every mask on disk). Python runs signal
-    handlers in the main thread only, so elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[tuple] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            if callable(previous):
-                previous(*caught[0])  # the default handler raises KeyboardInterrupt
-            elif previous != signal.SIG_IGN:
-                raise KeyboardInterrupt
 
 
 class _Read:
@@ -199,7 +176,7 @@ class _LocalRun:
         while self.writes and (len(self.writes) > limit or self.writes[0][1].done()):
             chunk, fut = self.writes[0]
             results = fut.result()  # where Ctrl-C lands: the chunk stays queued for report_finished
-            with _ctrl_c_deferred():  # a chunk is moved from the queue into the report whole
+            with ctrl_c_deferred():  # a chunk is moved from the queue into the report whole
                 self.writes.popleft()
                 self.unreported.extend(zip(chunk, results, strict=True))
                 self._report()
