@@ -54,8 +54,8 @@ _OBJECT_OPTIONS = [
     click.option(
         "--split-method",
         type=click.Choice(SPLIT_METHODS),
-        help="With --split: hmaxima (markers at the h-maxima of the smoothed distance: a neck cuts, "
-        "whatever the objects' size) or watershed (the earlier default: markers at least "
+        help="With --split: hmaxima (markers at the h-maxima of the smoothed distance: cuts at every "
+        "neck, however close the centres) or watershed (the earlier default: markers at least "
         f"--min-distance apart).  [default: {DEFAULT_SPLIT_METHOD}; watershed when --min-distance is given]",
     ),
     click.option(
