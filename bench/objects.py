@@ -1,7 +1,17 @@
 """Benchmark section "Objects": instance labels on real nuclei, and what --labels costs.
 
-    python -m bench.objects [--model M.onnx] [--quick] [--work DIR] [--epochs N]
+    python -m bench.objects [--model M.onnx] [--quick] [--work DIR] [--epochs N] [--real DIR]
 
+0. **Split methods on the nuclei parts** (issue 22): the masks ``seginfer`` writes (the given
+   model, the packaged one by default; structure from its card) on the tune part (the first 4
+   names) and the report part (the rest) of ``<real>/nuclei`` (instance labels in ``labels/``;
+   ../shared/realdata by default) and on stardist's image (a check never tuned on), labelled
+   by each method: connected components, ``--split --split-method watershed`` (the earlier
+   split), ``--split`` (hmaxima, the default, chosen on the tune part) and scikit-image's
+   classical pipeline on the image; and the ground-truth mask labelled by each (what splitting
+   can do when the mask is right). F1, AP at IoU 0.5 and 0.5:0.95 and PQ pooled over the
+   part's objects (every object counts once, whatever image it is in), and F1 averaged over
+   images (as summary.json's ``mean``).
 1. **Accuracy** on stardist's bundled nuclei (``img2d.tif``, 512x512, 125 annotated
    nuclei, instance labels; bench/realdata.py): F1, AP at IoU 0.5 and 0.5:0.95 and
    panoptic quality (StarDist's matching rule, ``core/instance.py``) of
@@ -21,8 +31,9 @@
    the wheel), so the sweep is shown in full.
 2. **Speed**: seconds per 512x512 image of ``run_folder`` (what seginfer runs) on a folder
    of the image's 8 orientations, plain vs ``--labels`` (label image + objects.csv),
-   ``--labels --split`` and ``--labels --rois``, interleaved repeats, medians; the
-   issue's bound is ``--labels`` at most 1.5x the plain run.
+   ``--labels --split`` (hmaxima), ``--labels --split --split-method watershed`` and
+   ``--labels --rois``, interleaved repeats, medians; the bounds are ``--labels`` at most
+   1.5x the plain run (issue 12) and ``--labels --split`` at most 2x (issue 22).
 3. **Tiles**: the image run whole and in 128-pixel tiles, labels compared.
 4. **Memory** (not with ``--quick``): peak RSS of seginfer on a 4096x4096 image, plain,
    ``--labels`` and ``--labels --split`` (labelling holds the page's labels, and the
@@ -39,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +58,23 @@ import numpy as np
 from .realdata import stardist_image
 
 SPLIT_SWEEP = (3, 4, 5, 6, 7, 8, 10, 12)
+# mode -> (outputs, split method or None)
 SPEED_MODES = {
-    "plain": ((), False),
-    "--labels": (("labels",), False),
-    "--labels --split": (("labels",), True),
-    "--labels --rois": (("labels", "rois"), False),
+    "plain": ((), None),
+    "--labels": (("labels",), None),
+    "--labels --split": (("labels",), "hmaxima"),
+    "--labels --split --split-method watershed": (("labels",), "watershed"),
+    "--labels --rois": (("labels", "rois"), None),
 }
+NUCLEI_TUNE = 4  # bench/realsets.py's TUNE["nuclei"]: the first 4 sorted names are the tune part
+# the split methods of the nuclei parts: row name -> label_mask's split method (None: components)
+SPLITS = {
+    "connected components (--labels)": None,
+    "watershed (--split --split-method watershed)": "watershed",
+    "hmaxima (--split, the default)": "hmaxima",
+}
+CLASSICAL_ROW = "scikit-image: blur + Otsu + distance watershed (on the image)"
+PART_SCORES = ("f1", "ap50", "ap50_95", "pq", "f1_mean")
 
 
 def _stardist_labels() -> tuple[np.ndarray, np.ndarray]:
@@ -101,15 +124,97 @@ def accuracy(masks: dict[str, np.ndarray], image: np.ndarray, truth: np.ndarray)
     sweep: dict[str, dict[int, float]] = {}
     for name, mask in masks.items():
         rows[f"{name}, connected components"] = _scores(truth, label_mask(mask))
-        rows[f"{name}, --split (min distance {DEFAULT_MIN_DISTANCE})"] = _scores(
-            truth, label_mask(mask, split=True)
+        rows[f"{name}, --split --split-method watershed (min distance {DEFAULT_MIN_DISTANCE})"] = _scores(
+            truth, label_mask(mask, split=True, method="watershed")
         )
+        rows[f"{name}, --split (hmaxima)"] = _scores(truth, label_mask(mask, split=True))
         sweep[name] = {
-            d: _scores(truth, label_mask(mask, split=True, min_distance=d))["f1"] for d in SPLIT_SWEEP
+            d: _scores(truth, label_mask(mask, split=True, min_distance=d, method="watershed"))["f1"]
+            for d in SPLIT_SWEEP
         }
     rows["scikit-image: blur + Otsu, connected components"] = _scores(truth, classical(image, False))
     rows["scikit-image: blur + Otsu + distance watershed"] = _scores(truth, classical(image, True))
     return {"rows": rows, "sweep": sweep}
+
+
+def nuclei_parts(real: Path | None) -> dict[str, list[tuple[Path, Path]]]:
+    """{part: [(image, instance labels)]}: the tune and report parts of ``real``/nuclei (when it
+    has ``labels/``) and stardist's image ("stardist check")."""
+    import importlib.util
+
+    parts: dict[str, list[tuple[Path, Path]]] = {}
+    nuclei = Path(real) / "nuclei" if real is not None else None
+    if nuclei is not None and (nuclei / "labels").is_dir():
+        from unsupseg.core.files import iter_image_files
+
+        names = sorted(iter_image_files(nuclei / "images", recursive=False))
+        pairs = [(nuclei / "images" / n, nuclei / "labels" / (Path(n).stem + ".tif")) for n in names]
+        parts["nuclei tune"], parts["nuclei report"] = pairs[:NUCLEI_TUNE], pairs[NUCLEI_TUNE:]
+    spec = importlib.util.find_spec("stardist")
+    if spec is not None and spec.submodule_search_locations:
+        data = Path(next(iter(spec.submodule_search_locations))) / "data" / "images"
+        parts["stardist check"] = [(data / "img2d.tif", data / "mask2d.tif")]
+    return parts
+
+
+def pooled(overlaps: list) -> dict:
+    """F1, AP (TP / (TP + FP + FN)) at IoU 0.5, AP over 0.5:0.95 and PQ of a part's objects,
+    matched image by image (StarDist's rule) and counted together."""
+    from unsupseg.core.instance import THRESHOLDS, match
+
+    aps, out = [], {}
+    for t in THRESHOLDS:
+        ms = [match(ov, t) for ov in overlaps]
+        tp, fp, fn = (sum(getattr(m, k) for m in ms) for k in ("tp", "fp", "fn"))
+        aps.append(tp / max(tp + fp + fn, 1))
+        if t == 0.5:
+            matched_iou = sum(m.mean_matched_iou * m.tp for m in ms)
+            out = {
+                "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+                "ap50": aps[-1],
+                "pq": matched_iou / max(tp + (fp + fn) / 2, 1),
+                "n_true": tp + fn,
+                "n_pred": tp + fp,
+            }
+    return {**out, "ap50_95": float(np.mean(aps))}
+
+
+def split_methods(work: Path, onnx_path: Path | None, parts: dict[str, list[tuple[Path, Path]]]) -> dict:
+    """{part: {"images", "true_objects", "rows": {row: scores}}} of every split method on seginfer's
+    masks and on the true masks."""
+    from unsupseg.core.imageio import read_labels, read_mask, read_pages
+    from unsupseg.core.instance import overlaps
+    from unsupseg.core.labels import label_mask
+    from unsupseg.infer import RunOptions, SegmenterConfig, run_folder
+
+    result = {}
+    for part, pairs in parts.items():
+        folder = work / "parts" / part.replace(" ", "_")
+        (folder / "in").mkdir(parents=True, exist_ok=True)
+        for image, _ in pairs:
+            link = folder / "in" / image.name
+            if not link.exists():
+                link.symlink_to(image.resolve())
+        options = RunOptions(segmenter=SegmenterConfig(model=onnx_path, device="cpu"), overwrite=True)
+        run_folder(folder / "in", folder / "out", options)  # seginfer's masks (structure from the card)
+        found: dict[str, list] = {}
+        for image, truth_path in pairs:
+            truth = read_labels(truth_path)[0]
+            mask = read_mask(folder / "out" / (image.stem + ".png"))[0]
+            labelled = {}
+            for name, method in SPLITS.items():
+                for source, m in (("unsupseg mask", mask), ("ground-truth mask", truth > 0)):
+                    split = dict(split=True, method=method) if method else {}
+                    labelled[f"{source}, {name}"] = label_mask(m, **split)
+            labelled[CLASSICAL_ROW] = classical(read_pages(image)[0], True)
+            for row, labels in labelled.items():
+                found.setdefault(row, []).append(overlaps(truth, labels))
+        rows = {}
+        for row, ovs in found.items():
+            rows[row] = pooled(ovs)
+            rows[row]["f1_mean"] = float(np.mean([pooled([ov])["f1"] for ov in ovs]))
+        result[part] = {"images": len(pairs), "true_objects": rows[CLASSICAL_ROW]["n_true"], "rows": rows}
+    return result
 
 
 def _write_folder(folder: Path, image: np.ndarray, copies: int) -> int:
@@ -135,9 +240,12 @@ def speed(work: Path, onnx_path: Path | None, image: np.ndarray, repeats: int, c
     for r in range(repeats):
         order = list(SPEED_MODES) if r % 2 == 0 else list(SPEED_MODES)[::-1]
         for mode in order:
-            outputs, split = SPEED_MODES[mode]
+            outputs, method = SPEED_MODES[mode]
+            config = SegmenterConfig(model=onnx_path, device="cpu", split=method is not None)
+            if method is not None:
+                config = replace(config, split_method=method)
             options = RunOptions(
-                segmenter=SegmenterConfig(model=onnx_path, device="cpu", split=split),
+                segmenter=config,
                 outputs=outputs,
                 overwrite=True,
             )
@@ -259,13 +367,21 @@ def train_on_tiles(work: Path, epochs: int) -> Path:
     return run / "model.onnx"
 
 
-def measure(work_dir: Path, onnx_path: Path | None, quick: bool, epochs: int = 20) -> dict:
+def measure(
+    work_dir: Path, onnx_path: Path | None, quick: bool, epochs: int = 20, real: Path | None = None
+) -> dict:
     """Every figure of the section and its Markdown (``result["markdown"]``)."""
     from unsupseg.infer import Segmenter
+
+    from .realsets import DEFAULT_REAL
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    real = real if real is not None else (DEFAULT_REAL if DEFAULT_REAL.is_dir() else None)
+    parts = nuclei_parts(real)
+    if quick:
+        parts = {k: v[:2] for k, v in parts.items()}
     image, truth = _stardist_labels()
     model_name = f"model {Path(onnx_path).name}" if onnx_path is not None else "packaged model"
     masks = {f"unsupseg ({model_name}) mask": Segmenter(onnx_path, device="cpu").predict(image)[0]}
@@ -276,6 +392,7 @@ def measure(work_dir: Path, onnx_path: Path | None, quick: bool, epochs: int = 2
         ).predict(image)[0]
     masks["ground-truth mask"] = truth > 0
     result = {
+        "split_methods": split_methods(work, onnx_path, parts),
         "accuracy": accuracy(masks, image, truth),
         "speed": speed(work, onnx_path, image, repeats=3 if quick else 5, copies=1 if quick else 4),
         "tiles": tiles(work, onnx_path, image),
@@ -287,9 +404,29 @@ def measure(work_dir: Path, onnx_path: Path | None, quick: bool, epochs: int = 2
     return result
 
 
+SPLIT_HEADER = ["labels from", "F1", "AP 0.5", "AP 0.5:0.95", "PQ", "F1 mean over images", "objects"]
+
+
+def split_rows(part: dict) -> list[list]:
+    """Rows of one part's split-method table (SPLIT_HEADER), scores in percent."""
+    return [
+        [row] + [f"{100 * s[k]:.1f}" for k in PART_SCORES] + [s["n_pred"]] for row, s in part["rows"].items()
+    ]
+
+
 def markdown(result: dict) -> str:
     acc, spd, til = result["accuracy"], result["speed"], result["tiles"]
-    lines = [
+    lines = []
+    for name, part in result["split_methods"].items():
+        lines += [
+            f"{name} ({part['images']} images, {part['true_objects']} true objects; pooled over objects):",
+            "",
+            "| " + " | ".join(SPLIT_HEADER) + " |",
+            "|" + "---|" * len(SPLIT_HEADER),
+            *("| " + " | ".join(map(str, r)) + " |" for r in split_rows(part)),
+            "",
+        ]
+    lines += [
         "On stardist's `img2d.tif` (512x512, 125 annotated nuclei; StarDist's matching rule, IoU 0.5 unless "
         "stated):",
         "",
@@ -344,8 +481,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench_objects"), help="scratch folder")
     parser.add_argument("--quick", action="store_true", help="no training, no memory run, fewer repeats")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of the model trained on the tiles")
+    parser.add_argument("--real", type=Path, help="folder of real sets (default: ../shared/realdata)")
     args = parser.parse_args()
-    result = measure(args.work, args.model, args.quick, args.epochs)
+    result = measure(args.work, args.model, args.quick, args.epochs, args.real)
     print(result["markdown"])
     print(f"\n_Section time: {result['seconds']:.0f} s._")
     (args.work / "objects.json").write_text(

@@ -388,6 +388,7 @@ def _manifest(args: dict, segmenter: Segmenter, engine: Engine, n_images: int) -
         "model": {"path": str(segmenter.model_path), "card": segmenter.card.to_dict()},
         "threshold": segmenter.threshold,
         "foreground": segmenter.foreground,
+        "labeling": segmenter.labeling.describe(),  # how instance labels are made (--split's method)
         "provider": segmenter.provider,
         "device": segmenter.device,
         "cuda_not_used": segmenter.session.fallback_reason,

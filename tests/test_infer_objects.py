@@ -245,7 +245,55 @@ def test_run_folder_options(tmp_path, infer_model_path):
     assert result.files.objects.is_file()
 
 
-@pytest.mark.parametrize("flag", [["--split"], ["--labels-3d"], ["--min-distance", "3"]])
+def test_split_method_is_recorded_and_the_old_one_kept_by_name(tmp_path, infer_model_path):
+    """--split uses hmaxima; --split-method watershed, or --min-distance alone (as command lines
+    before hmaxima), the earlier watershed; seginfer.json says which; the masks stay the same."""
+    src, _ = _folder(tmp_path, n=1, truth=False)
+    runs = {
+        "plain": ([], None),
+        "default": (["--split"], {"split": "hmaxima"}),
+        "by_name": (["--split", "--split-method", "watershed"], {"split": "watershed", "min_distance": 7}),
+        "min_distance": (["--split", "--min-distance", "5"], {"split": "watershed", "min_distance": 5}),
+    }
+    masks = {}
+    for name, (flags, want) in runs.items():
+        out = tmp_path / name
+        r = _run(["--input", src, "--output", out, "--labels", *flags], infer_model_path)
+        assert r.exit_code == 0, r.output
+        manifest = json.loads((out / "seginfer.json").read_text())
+        masks[name] = iio.imread(out / "img0.png") > 0
+        labels = tifffile.imread(out / "img0_labels.tif")
+        np.testing.assert_array_equal(labels > 0, masks[name])  # splitting only relabels the foreground
+        if want is None:
+            assert manifest["labeling"]["split"] is None
+            np.testing.assert_array_equal(labels, label_mask(masks[name]))
+            continue
+        assert {k: manifest["labeling"][k] for k in want} == want
+        expected = label_mask(
+            masks[name], split=True, method=want["split"], min_distance=want.get("min_distance", 7)
+        )
+        np.testing.assert_array_equal(labels, expected, err_msg=name)
+        assert labels.max() == len(DISKS)  # the touching pair is cut
+    for name in runs:
+        np.testing.assert_array_equal(masks[name], masks["plain"])  # the foreground does not change
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--split", "--split-method", "hmaxima", "--min-distance", "3"], "--min-distance"),
+        (["--split-method", "watershed"], "--split-method"),
+    ],
+)
+def test_split_method_usage_errors(tmp_path, infer_model_path, flags, named):
+    src, _ = _folder(tmp_path, n=1, truth=False)
+    r = _run(["--input", src, "--output", tmp_path / "out", "--labels", *flags], infer_model_path)
+    assert r.exit_code == 2 and named in r.output
+
+
+@pytest.mark.parametrize(
+    "flag", [["--split"], ["--labels-3d"], ["--min-distance", "3"], ["--split-method", "watershed"]]
+)
 def test_label_options_need_an_output_that_uses_them(tmp_path, infer_model_path, flag):
     src, _ = _folder(tmp_path, n=1, truth=False)
     r = _run(["--input", src, "--output", tmp_path / "out", *flag], infer_model_path)

@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from unsupseg.core.imageio import read_labels, write_labels
 from unsupseg.core.instance import THRESHOLDS, instance_metrics, is_instance_labels, match, overlaps
-from unsupseg.core.labels import Labeling, count_objects, label_dtype, label_mask
+from unsupseg.core.labels import SPLIT_METHODS, Labeling, count_objects, label_dtype, label_mask
 from unsupseg.core.objects import OBJECT_FIELDS, measure_objects
 
 
@@ -64,15 +64,110 @@ def test_split_separates_two_touching_disks():
         assert best > 0.9
 
 
+@pytest.mark.parametrize("method", SPLIT_METHODS)
 @pytest.mark.parametrize("seed", range(4))
-def test_split_keeps_every_foreground_pixel(seed):
+def test_split_keeps_every_foreground_pixel(seed, method):
+    """Splitting only relabels: the foreground is the mask's, pixel for pixel, and no object
+    spans two components."""
     rng = np.random.default_rng(seed)
     mask = ndimage.binary_opening(rng.random((70, 70)) > 0.4)
     mask[0, 0] = mask[-1, -1] = True  # single-pixel objects (no distance peak of their own)
-    labels = label_mask(mask, split=True, min_distance=3)
+    labels = label_mask(mask, split=True, min_distance=3, method=method)
     np.testing.assert_array_equal(labels > 0, mask)
-    assert labels.max() >= label_mask(mask).max()
+    components = label_mask(mask)
+    assert labels.max() >= components.max()
     assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))  # consecutive
+    pairs = np.unique(labels[mask].astype(np.int64) * (components.max() + 1) + components[mask])
+    assert len(pairs) == labels.max()  # each object lies in one component
+
+
+@pytest.mark.parametrize("method", SPLIT_METHODS)
+def test_split_keeps_the_foreground_of_a_volume(method):
+    rng = np.random.default_rng(5)
+    vol = ndimage.binary_opening(ndimage.gaussian_filter(rng.random((12, 40, 40)), 2) > 0.5)
+    labels = label_mask(vol, split=True, three_d=True, method=method)
+    np.testing.assert_array_equal(labels > 0, vol)
+    assert labels.max() >= label_mask(vol, three_d=True).max()
+
+
+def _touching_discs(seed: int, shape=(256, 256)) -> np.ndarray:
+    """Instance labels of clusters of 2-3 touching discs of unequal radii (5-14 px), overlaps of
+    10-35 % of the smaller radius: nuclei that a mask joins."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.int32)
+    k = 0
+    for cy in range(30, shape[0] - 30, 64):
+        for cx in range(30, shape[1] - 30, 64):
+            y, x, r = cy, cx, rng.uniform(5, 14)
+            for _ in range(rng.integers(2, 4)):
+                k += 1
+                labels[((yy - y) ** 2 + (xx - x) ** 2 <= r**2) & (labels == 0)] = k
+                angle, r2 = rng.uniform(0, 2 * np.pi), rng.uniform(5, 14)
+                step = r + r2 - rng.uniform(0.1, 0.35) * min(r, r2)  # the next disc overlaps this one
+                y, x, r = y + step * np.sin(angle), x + step * np.cos(angle), r2
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hmaxima_split_beats_components_on_touching_discs(seed):
+    """Drawn touching discs: the default split finds the discs that connected components join."""
+    truth = _touching_discs(seed)
+    mask = truth > 0
+    f1 = {
+        "components": instance_metrics(truth, label_mask(mask))["f1"],
+        "hmaxima": instance_metrics(truth, label_mask(mask, split=True))["f1"],
+    }
+    assert f1["hmaxima"] >= f1["components"] + 0.2, f1
+
+
+def test_hmaxima_markers_are_those_of_skimage_h_maxima():
+    """The merge by dynamics keeps one object per h-maximum of the smoothed distance, as
+    ``skimage.morphology.h_maxima`` finds them (its markers, counted per component)."""
+    from skimage.morphology import h_maxima
+
+    from unsupseg.core.labels import H_DEPTH, SMOOTH_SIGMA
+
+    for seed in range(3):
+        mask = _touching_discs(seed) > 0
+        rng = np.random.default_rng(seed)
+        mask |= ndimage.binary_opening(ndimage.gaussian_filter(rng.random(mask.shape), 3) > 0.56)
+        distance = ndimage.distance_transform_edt(mask).astype(np.float32)
+        distance = ndimage.gaussian_filter(distance, SMOOTH_SIGMA)
+        distance[~mask] = 0
+        regions, _ = ndimage.label(h_maxima(distance, H_DEPTH) & mask, structure=np.ones((3, 3)))
+        components = label_mask(mask)
+        has = regions > 0
+        n_markers = len(np.unique(regions[has].astype(np.int64) * (components.max() + 1) + components[has]))
+        assert label_mask(mask, split=True).max() == n_markers
+
+
+def test_distance_is_scipys_bit_for_bit():
+    """The split's distance (OpenCV's, rounded through the squared distance) is scipy's exact one,
+    whatever OpenCV's threads do, so --split gives the same labels on every run."""
+    from unsupseg.core.labels import _distance
+
+    rng = np.random.default_rng(0)
+    masks = [ndimage.binary_opening(rng.random((300, 200)) > 0.3), _disk((900, 900), 450, 450, 440)]
+    masks.append(np.ones((20, 30), bool))  # no background: scipy's convention
+    for mask in masks:
+        want = ndimage.distance_transform_edt(mask).astype(np.float32)
+        np.testing.assert_array_equal(_distance(mask), want)
+
+
+def test_split_methods_by_name():
+    a, b = _disk((60, 90), 30, 28, 15), _disk((60, 90), 30, 55, 15)
+    mask = a | b
+    old = label_mask(mask, split=True, min_distance=5, method="watershed")
+    assert Labeling(split=True, min_distance=5, method="watershed").label(mask).tolist() == old.tolist()
+    assert Labeling(split=True).label(mask).max() == 2
+    assert Labeling(split=True).describe()["split"] == "hmaxima"
+    assert Labeling(split=True, method="watershed").describe()["min_distance"] == Labeling().min_distance
+    assert Labeling().describe()["split"] is None
+    with pytest.raises(ValueError, match="watershed"):
+        Labeling(split=True, method="stardist")
+    with pytest.raises(ValueError, match="hmaxima"):
+        label_mask(mask, split=True, method="nope")
 
 
 def test_min_size_drops_small_objects_after_splitting():

@@ -1,6 +1,6 @@
 """``seginfer``'s options that need more than click's types: the callbacks that parse --shard and
---device, the groups of options for objects (--labels, --split, --min-distance, --labels-3d,
---rois) and engines (--engine, --workers, --ray-address, --ray-actors), and the translation of
+--device, the groups of options for objects (--labels, --split, --split-method, --min-distance,
+--labels-3d, --rois) and engines (--engine, --workers, --ray-address, --ray-actors), and the translation of
 the command line into ``RunOptions`` and an ``EngineChoice``, with the usage errors of
 combinations that do not fit."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from unsupseg.core.labels import DEFAULT_MIN_DISTANCE
+from unsupseg.core.labels import DEFAULT_MIN_DISTANCE, DEFAULT_SPLIT_METHOD, SPLIT_METHODS
 from unsupseg.infer.engines.registry import AUTO, NAMES, OPTIONS, EngineChoice, engine_help
 from unsupseg.infer.inputs import parse_shard
 from unsupseg.infer.model.segmenter import SegmenterConfig
@@ -48,14 +48,21 @@ _OBJECT_OPTIONS = [
     click.option(
         "--split",
         is_flag=True,
-        help="Separate touching objects: watershed on the distance transform (for --labels, --rois and "
-        "instance ground truth).",
+        help="Separate touching objects: a watershed on the distance transform, cut where the outline "
+        "narrows between two objects (for --labels, --rois and instance ground truth).",
+    ),
+    click.option(
+        "--split-method",
+        type=click.Choice(SPLIT_METHODS),
+        help="With --split: hmaxima (markers at the h-maxima of the smoothed distance: cuts at every "
+        "neck, however close the centres) or watershed (the earlier default: markers at least "
+        f"--min-distance apart).  [default: {DEFAULT_SPLIT_METHOD}; watershed when --min-distance is given]",
     ),
     click.option(
         "--min-distance",
         type=click.IntRange(min=1),
         metavar="PIXELS",
-        help="With --split: the least distance between two objects' centres.  "
+        help="With --split-method watershed (implied): the least distance between two objects' centres.  "
         f"[default: {DEFAULT_MIN_DISTANCE}, measured on stardist's nuclei]",
     ),
     click.option(
@@ -130,7 +137,15 @@ def run_options(p: dict) -> RunOptions:
         min_size=p["min_size"],
         fill_holes=p["fill_holes"],
         structure=p["structure"],
-        **_labeling(p["labels"], p["rois"], p["masks"], p["split"], p["min_distance"], p["labels_3d"]),
+        **_labeling(
+            p["labels"],
+            p["rois"],
+            p["masks"],
+            p["split"],
+            p["split_method"],
+            p["min_distance"],
+            p["labels_3d"],
+        ),
     )
     return RunOptions(
         segmenter=segmenter,
@@ -146,16 +161,31 @@ def run_options(p: dict) -> RunOptions:
     )
 
 
-def _labeling(labels, rois, masks, split, min_distance, labels_3d) -> dict:
-    """The ``SegmenterConfig`` fields of the labelling; a usage error when nothing would use them."""
-    if (split or min_distance is not None or labels_3d) and not (labels or rois or masks):
+def _labeling(labels, rois, masks, split, method, min_distance, labels_3d) -> dict:
+    """The ``SegmenterConfig`` fields of the labelling; a usage error when nothing would use them.
+
+    ``--min-distance`` is the watershed method's parameter: given alone with ``--split`` it
+    selects that method, so command lines written before ``hmaxima`` keep their results."""
+    if (split or method or min_distance is not None or labels_3d) and not (labels or rois or masks):
         raise click.UsageError(
-            "--split, --min-distance and --labels-3d shape instance labels; add --labels, --rois or "
-            "--masks with instance ground truth"
+            "--split, --split-method, --min-distance and --labels-3d shape instance labels; add --labels, "
+            "--rois or --masks with instance ground truth"
         )
-    if min_distance is not None and not split:
-        raise click.BadParameter("needs --split", param_hint="--min-distance")
-    return {"split": split, "min_distance": min_distance or DEFAULT_MIN_DISTANCE, "labels_3d": labels_3d}
+    for given, flag in ((method, "--split-method"), (min_distance, "--min-distance")):
+        if given is not None and not split:
+            raise click.BadParameter("needs --split", param_hint=flag)
+    if min_distance is not None and method not in (None, "watershed"):
+        raise click.BadParameter(
+            f"is the watershed method's; --split-method {method} does not use it (drop one of them)",
+            param_hint="--min-distance",
+        )
+    method = method or ("watershed" if min_distance is not None else DEFAULT_SPLIT_METHOD)
+    return {
+        "split": split,
+        "split_method": method,
+        "min_distance": min_distance or DEFAULT_MIN_DISTANCE,
+        "labels_3d": labels_3d,
+    }
 
 
 def engine_choice(p: dict) -> EngineChoice:

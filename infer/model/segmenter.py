@@ -24,7 +24,7 @@ import numpy as np
 
 from unsupseg.core.errors import ImageReadError, ModelFileError
 from unsupseg.core.imageio import check_pages
-from unsupseg.core.labels import DEFAULT_MIN_DISTANCE, Labeling
+from unsupseg.core.labels import DEFAULT_MIN_DISTANCE, DEFAULT_SPLIT_METHOD, Labeling
 from unsupseg.core.modelcard import POLARITY_RULES, STRUCTURE_RULES, ModelCard
 from unsupseg.core.normalize import histogram_dtype
 from unsupseg.core.padding import round_up
@@ -67,11 +67,12 @@ class SegmenterConfig:
     max_batch_pixels: int = MAX_BATCH_PIXELS  # fewer images per call above this many pixels
     min_size: int = 0  # drop foreground objects with fewer pixels (0 = keep all)
     fill_holes: bool = False  # fill background enclosed by foreground
-    split: bool = False  # instance labels: separate touching objects (distance-transform watershed)
-    min_distance: int = DEFAULT_MIN_DISTANCE  # pixels between the centres of objects --split separates
+    split: bool = False  # instance labels: separate touching objects (with split_method)
+    min_distance: int = DEFAULT_MIN_DISTANCE  # split_method "watershed": pixels between objects' centres
     labels_3d: bool = False  # label a multi-page image as one volume instead of page by page
     structure: str | None = None  # the structure step (core/structure/); None = the model card's
     structure_context: dict | None = None  # its folder-level context; None = the model card's
+    split_method: str = DEFAULT_SPLIT_METHOD  # how --split cuts objects (core.labels.SPLIT_METHODS)
 
     def __post_init__(self) -> None:
         if isinstance(self.device, str):
@@ -81,8 +82,9 @@ class SegmenterConfig:
 
     @property
     def labeling(self) -> Labeling:
-        """How instance labels are made (``--split``, ``--min-distance``, ``--labels-3d``, ``--min-size``)."""
-        return Labeling(self.split, self.min_distance, self.labels_3d, self.min_size)
+        """How instance labels are made (``--split``, ``--split-method``, ``--min-distance``,
+        ``--labels-3d``, ``--min-size``)."""
+        return Labeling(self.split, self.min_distance, self.labels_3d, self.min_size, self.split_method)
 
     def build(self, **changes) -> Segmenter:
         """The Segmenter (``changes`` override fields, e.g. ``device="cpu"``)."""
@@ -95,7 +97,8 @@ class Segmenter:
     Args: see ``SegmenterConfig`` (``model``, ``device`` as "auto" | "cpu" | "cuda" |
     "cuda:N", ``threads``, ``tile_size``, ``tile_overlap``, ``batch_size``,
     ``threshold``, ``foreground``, ``max_batch_pixels``, ``min_size``, ``fill_holes``,
-    ``split``, ``min_distance``, ``labels_3d``: how ``predict(..., labels=True)`` labels objects).
+    ``split``, ``min_distance``, ``labels_3d``, ``split_method``: how ``predict(..., labels=True)``
+    labels objects).
     ``session``: run the model through this object instead of a new ``OnnxSession`` (it has
     ``run``, ``card``, ``provider``, ``device``, ``threads``, ``fallback_reason``): worker processes
     of an engine whose model runs elsewhere pass a proxy.
@@ -119,6 +122,7 @@ class Segmenter:
         labels_3d: bool = False,
         structure: str | None = None,
         structure_context: dict | None = None,
+        split_method: str = DEFAULT_SPLIT_METHOD,
         session=None,
     ):
         from unsupseg.infer.model.session import OnnxSession
@@ -152,7 +156,7 @@ class Segmenter:
         context = self.card.structure_context if structure_context is None else structure_context
         # None while "auto" is not yet resolved (run_folder resolves it for a folder, predict per image)
         self.structure: Structure | None = None if kind == "auto" else Structure(kind, dict(context or {}))
-        self.labeling = Labeling(split, min_distance, labels_3d, min_size)
+        self.labeling = Labeling(split, min_distance, labels_3d, min_size, split_method)
         self._grids: dict[tuple[int, int], TileGrid] = {}  # image shape -> its tiles
 
     @property
@@ -189,8 +193,8 @@ class Segmenter:
 
         ``labels=True``: (mask, prob, labels), ``labels`` the instance label image (int32, 0 =
         background) made as ``seginfer --labels`` makes it (``self.labeling``: ``split``,
-        ``min_distance``, ``labels_3d``, ``min_size``). ``unsupseg.core.objects.measure_objects``
-        measures it.
+        ``split_method``, ``min_distance``, ``labels_3d``, ``min_size``).
+        ``unsupseg.core.objects.measure_objects`` measures it.
         """
         arr = np.asarray(image)
         if arr.ndim not in (2, 3):

@@ -2,11 +2,11 @@
 background) and their rows in the run's ``objects.csv``.
 
 The labels are ``Segmentation.labels`` (connected components of the mask, split by a
-watershed with ``--split``; ``core/labels.py``), made once per input and shared with
-``--rois`` and the instance metrics. Each object's measurements (``core/objects.py``,
-intensities on the image as read) become one row of ``objects.csv``; an input kept
-by ``--skip-existing`` is measured again from its label image on disk, so a resumed
-run writes the same table.
+watershed with ``--split``, ``--split-method`` choosing its markers; ``core/labels.py``), made
+once per input and shared with ``--rois`` and the instance metrics. Each object's
+measurements (``core/objects.py``, intensities on the image as read) become one row of
+``objects.csv``; an input kept by ``--skip-existing`` is measured again from its label image
+on disk, so a resumed run writes the same table.
 """
 
 from __future__ import annotations
