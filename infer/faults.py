@@ -55,7 +55,36 @@ def output_fault(error: BaseException, output: str | os.PathLike | None) -> str 
             return f"{e.strerror or e} ({FATAL_ERRNOS[e.errno]})"
         if e.errno in _MISSING and output is not None and not os.path.isdir(output):
             return f"the output folder was removed during the run ({e.strerror or e})"
+        if e.errno in _MISSING and output is not None and _inside(output, e.filename, e.filename2):
+            # a file this run wrote in the output vanished: the folder is being removed (rmtree
+            # empties it before it removes it) or cleaned by something else; either way the output
+            if _gone_soon(output):
+                return f"the output folder was removed during the run ({e.strerror or e})"
+            return f"a file written in the output folder vanished: is it being removed? ({_describe(e)})"
     return None
+
+
+def _gone_soon(folder: str | os.PathLike, wait_s: float = 1.0) -> bool:
+    """Whether ``folder`` disappears within ``wait_s`` (a removal that is emptying it)."""
+    import time
+
+    end = time.monotonic() + wait_s
+    while os.path.isdir(folder):
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _inside(folder: str | os.PathLike, *paths: object) -> bool:
+    """Whether any of ``paths`` (str or os.PathLike; others ignored) lies in ``folder``."""
+    root = os.path.abspath(folder)
+    for path in paths:
+        if isinstance(path, str | os.PathLike):
+            p = os.path.abspath(os.fspath(path))
+            if os.path.commonpath([root, p]) == root:
+                return True
+    return False
 
 
 def _describe(e: OSError) -> str:

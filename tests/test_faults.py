@@ -517,3 +517,27 @@ def test_concurrent_runs_of_the_same_run_files_are_refused(
     if first is None:
         assert _mask_files(out) == reference
     assert not [h for h in _hidden(out) if h.endswith(".part")]
+
+
+def test_a_vanished_output_file_is_the_outputs_fault(tmp_path):
+    """A write whose temporary file vanished from the output folder stops the run (the output's
+    fault, not the input's): "removed" when the folder goes within a moment (rmtree empties a folder
+    before it removes it: the race CI met), else "vanished"; a missing file elsewhere is the input's."""
+    import errno
+    import os
+    import threading
+
+    from unsupseg.infer.faults import output_fault
+
+    out = tmp_path / "out"
+    out.mkdir()
+    gone = FileNotFoundError(
+        errno.ENOENT, "No such file or directory", str(out / ".a.png.part"), str(out / "a.png")
+    )
+    assert "vanished" in output_fault(gone, out)
+    elsewhere = FileNotFoundError(
+        errno.ENOENT, "No such file or directory", str(tmp_path / "truth" / "a.png")
+    )
+    assert output_fault(elsewhere, out) is None
+    threading.Timer(0.2, os.rmdir, [out]).start()  # the folder goes while the fault is looked at
+    assert "the output folder was removed during the run" in output_fault(gone, out)
