@@ -207,20 +207,11 @@ def seginfer_adapt(part: Part, out: Path) -> tuple[dict, dict]:
     """The one command a user types, ``seginfer --input PART --masks .. --output OUT --adapt``, run
     as a process: ({iou, iou_any_polarity, ms, structure}, {seconds, adapt_s, structure, trained,
     chosen_step, sample})."""
-    import shutil
-    import subprocess
-    import sys
+    from bench.common import run_seginfer  # BenchError naming the command when it fails
 
-    shutil.rmtree(out, ignore_errors=True)
-    cmd = [str(Path(sys.executable).parent / "seginfer"), "--input", str(part.folder),
-           "--masks", str(part.masks), "--output", str(out), "--adapt", "--device", "cpu", "-q"]  # fmt: skip
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(
-            f"seginfer --adapt failed on {part.folder} (exit {r.returncode}): {r.stderr[-2000:]}"
-        )
+    args = ["--input", str(part.folder), "--masks", str(part.masks), "--output", str(out), "--adapt",
+            "--overwrite", "--device", "cpu", "-q"]  # fmt: skip
+    seconds = run_seginfer(args)["wall_s"]
     summary = json.loads((out / "summary.json").read_text())
     manifest = json.loads((out / "seginfer.json").read_text())
     record = manifest.get("adaptation") or {}

@@ -146,19 +146,8 @@ def _split(mask: np.ndarray, components: np.ndarray, n: int, min_distance: int) 
     local_max = ndimage.maximum_filter(distance, size=2 * min_distance + 1, mode="nearest")
     peaks = mask & (distance >= local_max - PEAK_TOLERANCE)
     del local_max
-    # 8-connected, so a diagonal ridge is one peak; split where it crosses from one (4-connected)
-    # component to another that touches it at a corner, so no marker spans two objects
-    regions, _ = ndimage.label(peaks, structure=np.ones((3,) * mask.ndim))
-    _, ids = np.unique(regions[peaks].astype(np.int64) * (n + 1) + components[peaks], return_inverse=True)
-    markers = np.zeros(mask.shape, dtype=np.int32)
-    markers[peaks] = ids.ravel() + 1
-    n_peaks = int(ids.max()) + 1 if ids.size else 0
-    has_marker = np.zeros(n + 1, dtype=bool)
-    has_marker[components[peaks]] = True
-    lacking = np.flatnonzero(~has_marker[1:]) + 1  # components whose peak a larger neighbour hid
-    if lacking.size:
-        where = ndimage.maximum_position(distance, components, lacking)
-        markers[tuple(np.array(where).T)] = np.arange(n_peaks + 1, n_peaks + 1 + lacking.size)
+    # 8-connected, so a diagonal ridge is one peak; cut where it crosses into another component
+    markers = _component_markers(peaks, components, n, distance)
     return watershed(-distance, markers, mask=mask, connectivity=1).astype(np.int32, copy=False)
 
 

@@ -138,3 +138,10 @@ class Normalization:
         if not histogram_dtype(x.dtype):
             x = np.asarray(x, dtype=np.float32)
         return self.apply(x, self.bounds(x))
+
+
+def stretch(x: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """``x`` stretched between its ``low`` and ``high`` percentiles (``np.percentile``), clipped to
+    [0, 1], as float32: the scale the structure steps' detection and the photo step measure on."""
+    lo, hi = np.percentile(x, (low, high))
+    return np.clip((x - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0).astype(np.float32)

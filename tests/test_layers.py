@@ -129,10 +129,13 @@ def test_packages_import_only_the_layers_below(graph):
 def test_the_adapt_exception_imports_inside_a_function():
     """infer/cli/adapt.py imports export only inside a function: plain seginfer never loads torch."""
     for module, imported in EXCEPTIONS:
-        path = _modules()[module]
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        top = {a for node in tree.body if isinstance(node, ast.ImportFrom) for a in [node.module or ""]}
-        assert imported not in top, f"{module} imports {imported} at its top level"
+        assert imported not in _top_imports(module), f"{module} imports {imported} at its top level"
+
+
+def _top_imports(module: str) -> set[str]:
+    """The modules ``module`` imports from at its top level (``from X import ...``)."""
+    tree = ast.parse(_modules()[module].read_text(encoding="utf-8"))
+    return {node.module or "" for node in tree.body if isinstance(node, ast.ImportFrom)}
 
 
 def test_infer_never_imports_torch(graph):
@@ -188,8 +191,7 @@ def test_the_napari_plugin_reaches_torch_only_in_its_child_process(graph):
         or (_package(imported) == "unsupseg.export" and module != "unsupseg.napari.adapt_job")
     ]
     assert not wrong, wrong
-    tree = ast.parse(_modules()["unsupseg.napari.adapt_job"].read_text(encoding="utf-8"))
-    top = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    top = _top_imports("unsupseg.napari.adapt_job")
     assert not {m for m in top if m and _package(m) == "unsupseg.export"}, (
         "adapt_job imports export at its top"
     )

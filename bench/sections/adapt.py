@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import SEGINFER, Section, Shared, fmt, log, peak_rss_run, write_pngs
+from bench.common import Section, Shared, fmt, log, run_seginfer, write_pngs
 from bench.prose import Prose
 
 TEXT = Prose(__file__)
@@ -151,50 +151,26 @@ def _huge(folder: Path, side: int) -> Path:
     return folder
 
 
+def _args(folder: Path, out: Path, threads: int) -> list[str]:
+    """seginfer's arguments for a run of ``folder`` in one process on the CPU."""
+    return ["--input", str(folder), "--output", str(out), "--overwrite", "--device", "cpu",
+            "--threads", str(threads), "--engine", "local", "-q"]  # fmt: skip
+
+
 def _adapt(folder: Path, out: Path, threads: int) -> dict:
-    cmd = SEGINFER + [
-        "--input",
-        str(folder),
-        "--output",
-        str(out),
-        "--adapt",
-        "--overwrite",
-        "--device",
-        "cpu",
-        "--threads",
-        str(threads),
-        "--engine",
-        "local",
-        "-q",
-    ]
-    maxrss, wall, _ = peak_rss_run(cmd)
-    manifest = json.loads((out / "seginfer.json").read_text())
-    record = manifest["adaptation"]
+    r = run_seginfer([*_args(folder, out, threads), "--adapt"], measure_rss=True)
+    record = json.loads((out / "seginfer.json").read_text())["adaptation"]
     return {
-        "maxrss_mb": maxrss,
-        "wall_s": wall,
+        "maxrss_mb": r["maxrss_mb"],
+        "wall_s": r["wall_s"],
         "adapt_s": record["seconds"],
         "trained": record["trained"],
         "steps": record.get("steps"),
         "structure": record["structure"]["kind"],
-        "n_written": manifest["n_written"],
+        "n_written": r["n_written"],
     }
 
 
 def _plain(folder: Path, out: Path, threads: int) -> dict:
-    cmd = SEGINFER + [
-        "--input",
-        str(folder),
-        "--output",
-        str(out),
-        "--overwrite",
-        "--device",
-        "cpu",
-        "--threads",
-        str(threads),
-        "--engine",
-        "local",
-        "-q",
-    ]
-    maxrss, wall, _ = peak_rss_run(cmd)
-    return {"maxrss_mb": maxrss, "wall_s": wall}
+    r = run_seginfer(_args(folder, out, threads), measure_rss=True)
+    return {"maxrss_mb": r["maxrss_mb"], "wall_s": r["wall_s"]}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from unsupseg.core.normalize import stretch
 from unsupseg.core.padding import central_window
 from unsupseg.core.structure.rule import Structure
 
@@ -80,7 +81,7 @@ def page_evidence(page: np.ndarray, prob: np.ndarray | None = None) -> dict:
     """The measurements of one page and its vote (see the module's docstring)."""
     from unsupseg.core.structure import objects
 
-    x = _unit(central_window(np.asarray(page, dtype=np.float32), WINDOW))
+    x = stretch(central_window(np.asarray(page, dtype=np.float32), WINDOW))
     if prob is not None:
         prob = central_window(np.asarray(prob, dtype=np.float32), WINDOW)
     m = {**_texture(x), **_dark_network(x)}
@@ -104,12 +105,6 @@ def _vote(m: dict) -> str:
     if m["entropy"] >= PHOTO_ENTROPY and m["texture_cv"] >= PHOTO_TEXTURE and m["solidity"] < MIN_SOLIDITY:
         return "photo"
     return "none"
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    """The page stretched between its 0.5 and 99.5 percentiles, clipped to [0, 1]."""
-    lo, hi = np.percentile(x, (0.5, 99.5))
-    return np.clip((x - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0).astype(np.float32)
 
 
 def _texture(x: np.ndarray) -> dict:

@@ -45,6 +45,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from unsupseg.core.normalize import stretch
+
 SALIENCY_SIDE = 240  # long side (px) of the copy saliency is measured on (Zhang et al. use 300)
 SALIENCY_HIGH = 99.0  # percentile that scales each saliency map to 1
 SALIENCY_BLUR = 2.0  # Gaussian sigma (px, on the small copy) of the combined saliency
@@ -70,7 +72,7 @@ def segment(page: np.ndarray, prob: np.ndarray | None = None, context: dict | No
     page = np.asarray(page)
     if page.ndim != 2:
         raise ValueError(f"segment takes one 2-D gray page, got shape {page.shape}")
-    x = _unit(page.astype(np.float32))
+    x = stretch(page.astype(np.float32))
     if float(x.max()) == float(x.min()) or min(x.shape) < 8:
         return np.zeros(x.shape, dtype=bool)
     saliency = _saliency(x)
@@ -82,11 +84,6 @@ def segment(page: np.ndarray, prob: np.ndarray | None = None, context: dict | No
         if _plausible(cut, blob):
             return _clean(cut)
     return blob
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(x, (0.5, 99.5))
-    return np.clip((x - lo) / max(float(hi - lo), 1e-12), 0.0, 1.0).astype(np.float32)
 
 
 def _otsu(x: np.ndarray) -> float:
