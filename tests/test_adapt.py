@@ -231,3 +231,81 @@ def test_orientation_is_fixed_only_when_the_folder_agrees():
     assert o.fixed and not o.inverted and o.consistency == 0.75
     o = orientation(same[:5] + flipped[5:], written, 0.75)  # 5 of 8: mixed polarity, rule auto
     assert not o.fixed and not o.inverted
+
+
+def _pages(n, size=(64, 64), seed=0):
+    """Gray pages with a bright disk each (float32), as seginfer --adapt's sample gives them."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    out = []
+    for _ in range(n):
+        cy, cx = rng.uniform(20, size[0] - 20, 2)
+        page = 0.2 + 0.6 * ((yy - cy) ** 2 + (xx - cx) ** 2 < 100) + rng.normal(0, 0.05, size)
+        out.append(page.astype(np.float32))
+    return out
+
+
+def test_a_schedule_that_does_not_fit_the_budget_is_fitted_to_it(tiny_checkpoint):
+    """cfg.steps far beyond the time budget: the steps that fit are announced after the first two,
+    the learning rate decays to 0 over them, and the last snapshot is the fitted schedule's end (not
+    a step the budget cut off at a high learning rate)."""
+    from unsupseg.train.adapt import FIT_AFTER_STEPS, FolderImages, _lr, adapt
+    from unsupseg.train.checkpoint import load_model
+
+    model, _, _ = load_model(tiny_checkpoint("unet", 4))
+    cfg = AdaptConfig(data="", out="", steps=100_000, snapshot_every=40, time_budget_s=2.0, threads=1)
+    images = FolderImages.of(_pages(6), cfg.hold_every)
+    logs: list[str] = []
+    candidates = adapt(model, images, cfg, torch.device("cpu"), logs.append)
+    fitted = [line for line in logs if "schedule is fitted" in line]
+    assert len(fitted) == 1, logs
+    steps = int(fitted[0].split()[0])
+    assert FIT_AFTER_STEPS < steps < cfg.steps
+    assert [c.step for c in candidates] == [steps // 2, steps]
+    assert not any("budget" in line and "reached" in line for line in logs)
+    assert _lr(cfg, steps - 1, steps) < 0.01 * cfg.lr < _lr(cfg, steps // 2, steps)
+
+
+def test_a_schedule_that_fits_is_left_alone(tiny_checkpoint):
+    from unsupseg.train.adapt import FolderImages, adapt
+    from unsupseg.train.checkpoint import load_model
+
+    model, _, _ = load_model(tiny_checkpoint("unet", 4))
+    cfg = AdaptConfig(data="", out="", steps=6, snapshot_every=3, time_budget_s=600.0, threads=1)
+    logs: list[str] = []
+    images = FolderImages.of(_pages(6), cfg.hold_every)
+    candidates = adapt(model, images, cfg, torch.device("cpu"), logs.append)
+    assert [c.step for c in candidates] == [3, 6]
+    assert not any("schedule is fitted" in line for line in logs)
+
+
+def test_the_training_budget_leaves_the_deadline_time_for_the_choice(monkeypatch):
+    """Training gets the deadline less what has run and what follows at the measured pace: two
+    criteria, five passes of masks, 2 s for writing; never under MIN_TRAINING_S nor over the
+    configured budget."""
+    from unsupseg.train import adapt_run
+
+    monkeypatch.setattr(adapt_run.time, "perf_counter", lambda: 110.0)
+    cfg = AdaptConfig(data="", out="", deadline_s=40.0, time_budget_s=60.0)
+    budget = adapt_run._training_budget
+    assert budget(cfg, started=100.0, criterion_s=1.0, pass_s=2.0) == 40 - 10 - 2 - 10 - 2
+    assert budget(cfg, started=60.0, criterion_s=1.0, pass_s=2.0) == adapt_run.MIN_TRAINING_S
+    long = AdaptConfig(data="", out="", deadline_s=400.0, time_budget_s=60.0)
+    assert budget(long, started=100.0, criterion_s=1.0, pass_s=2.0) == 60.0
+
+
+def test_with_a_page_cap_the_network_trains_on_pages_spread_over_the_sample(tiny_checkpoint):
+    """network_pages: the network path (structure none) adapts on that many pages, spread over the
+    sample, split again into trained on and held aside."""
+    from unsupseg.train.adapt import FolderImages
+    from unsupseg.train.adapt_run import adapt_images
+
+    pages = _pages(20, seed=2)
+    cfg = AdaptConfig(
+        data="", out="", start=str(tiny_checkpoint("unet", 4)), structure="none", steps=2, snapshot_every=1,
+        network_pages=6, threads=1,
+    )  # fmt: skip
+    logs: list[str] = []
+    result = adapt_images(FolderImages.of(pages, cfg.hold_every), cfg, logs.append)
+    assert any("adapting" in line and "6 image(s), 5 trained on, 1 held aside" in line for line in logs), logs
+    assert [c["step"] for c in result.summary["adaptation"]["candidates"]] == [0, 1, 2]

@@ -74,6 +74,8 @@ class AdaptConfig:
     structure_pages: int = 16  # pages the structure step is decided on (core/structure/detect.py)
     structure: str = "auto"  # or a step to use ("none": the network writes the masks: always trained)
     time_budget_s: float = 540.0  # training stops here; the snapshots so far remain candidates
+    deadline_s: float = 0.0  # the whole adaptation's seconds (0: none); training ends in time for the choice
+    network_pages: int = 0  # the network is trained and chosen on at most this many pages (0: all)
     min_agreement: float = 0.3  # collapse guard: least IoU of a snapshot's mask with the start's
     orientation_consistency: float = 0.75  # fix the foreground orientation when this share agrees
     seed: int = 0
@@ -117,6 +119,14 @@ class FolderImages:
         train, held = split_images(len(pages), hold_every)
         raw = [np.asarray(p, dtype=np.float32) for p in pages]
         return cls(raw, [None] * len(raw), train, held, list(sources or []), list(skipped))
+
+    def subset(self, keep: list[int], hold_every: int) -> FolderImages:
+        """These images' ``keep``-th ones (split again into trained on and held aside)."""
+        train, held = split_images(len(keep), hold_every)
+        sources = [self.sources[i] for i in keep] if self.sources else []
+        return FolderImages(
+            [self.raw[i] for i in keep], [self.masks[i] for i in keep], train, held, sources, self.skipped
+        )
 
 
 def read_folder(cfg: AdaptConfig, log: Callable[[str], None]) -> FolderImages:
@@ -216,12 +226,18 @@ def _batch(images: list[np.ndarray], n: int, side: int, rng: np.random.Generator
     return torch.from_numpy(out)
 
 
-def _lr(cfg: AdaptConfig, step: int) -> float:
-    """10 % linear warm-up, then cosine decay to 0."""
-    warm = max(1, cfg.steps // 10)
+def _lr(cfg: AdaptConfig, step: int, steps: int | None = None) -> float:
+    """10 % linear warm-up, then cosine decay to 0 at ``steps`` (default ``cfg.steps``)."""
+    steps = steps or cfg.steps
+    warm = max(1, steps // 10)
     if step < warm:
         return cfg.lr * (step + 1) / warm
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+
+# steps timed before the schedule is fitted to the time budget: the first one also pays for
+# torch's first-use set-up, so the estimate is on the high side and the fitted run ends in time
+FIT_AFTER_STEPS = 2
 
 
 def adapt(
@@ -233,7 +249,12 @@ def adapt(
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Candidate]:
     """Fine-tune ``model`` in place on the training images; returns the trained snapshots.
-    ``should_stop`` is polled every step: True raises KeyboardInterrupt (the caller keeps nothing)."""
+    ``should_stop`` is polled every step: True raises KeyboardInterrupt (the caller keeps nothing).
+
+    When ``cfg.steps`` would not fit ``cfg.time_budget_s`` at the pace of the first
+    ``FIT_AFTER_STEPS`` steps, the schedule is fitted to the budget: as many steps as fit, the
+    learning rate warmed up and decayed to 0 over them, a snapshot at half and at the end (cut
+    short by the budget instead, the last snapshot would be taken at a high learning rate)."""
     t0 = time.perf_counter()
     norm = cfg.input_norm()
     train = [norm(images.raw[i]) for i in images.train]
@@ -242,24 +263,35 @@ def adapt(
     side = _crop_side(train, cfg.crop)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     candidates: list[Candidate] = []
+    steps = cfg.steps
+    snapshots = {*range(cfg.snapshot_every, steps + 1, cfg.snapshot_every), steps}
     model.train()
-    for step in range(cfg.steps):
+    step = 0
+    while step < steps:
         if should_stop is not None and should_stop():
             raise KeyboardInterrupt("adaptation cancelled")
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, step)
+            group["lr"] = _lr(cfg, step, steps)
         x = _batch(train, cfg.batch, side, rng).to(device)
         loss = energy(x, model(x), cfg.alpha, cfg.sigma).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        over = time.perf_counter() - t0 > cfg.time_budget_s
-        if (step + 1) % cfg.snapshot_every == 0 or step + 1 == cfg.steps or over:
+        step += 1
+        elapsed = time.perf_counter() - t0
+        if step == FIT_AFTER_STEPS and steps > step:
+            fit = int(cfg.time_budget_s / (elapsed / step))
+            if fit < steps:
+                steps = max(step + 1, fit)
+                snapshots = {max(step, steps // 2), steps}
+                log(f"{steps} steps fit the time budget of {cfg.time_budget_s:.0f} s: the schedule is fitted")
+        over = elapsed > cfg.time_budget_s
+        if step in snapshots or over:
             c = criterion(model, images, cfg, device)
-            candidates.append(Candidate(step + 1, c, copy.deepcopy(model.state_dict())))
-            log(f"step {step + 1}/{cfg.steps}: criterion {c:.5f} ({time.perf_counter() - t0:.0f} s)")
+            candidates.append(Candidate(step, c, copy.deepcopy(model.state_dict())))
+            log(f"step {step}/{steps}: criterion {c:.5f} ({time.perf_counter() - t0:.0f} s)")
             model.train()
-        if over:
-            log(f"time budget of {cfg.time_budget_s:.0f} s reached at step {step + 1}")
+        if over and step < steps:
+            log(f"time budget of {cfg.time_budget_s:.0f} s reached at step {step}")
             break
     return candidates

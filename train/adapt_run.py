@@ -85,6 +85,7 @@ def adapt_images(
     log: Callable[[str], None] = print,
     folder: str = "",
     should_stop: Callable[[], bool] | None = None,
+    started: float | None = None,
 ) -> Adapted:
     """Adapt the start model to ``images`` (pages of one folder) without labels.
 
@@ -98,12 +99,15 @@ def adapt_images(
        orientation inherited (train/orient.py).
 
     ``should_stop``: polled between steps; when it returns True the adaptation raises
-    ``KeyboardInterrupt`` (nothing is written).
+    ``KeyboardInterrupt`` (nothing is written). ``started``: the ``time.perf_counter()`` from
+    which ``cfg.deadline_s`` counts (default: now); with a deadline, the network path trains on
+    at most ``cfg.network_pages`` of the images and for what time the deadline leaves.
     """
     from unsupseg.core.structure import folder_context
     from unsupseg.core.structure.detect import Detection, detect_structure
     from unsupseg.core.structure.rule import Structure
 
+    started = time.perf_counter() if started is None else started
     device = resolve_device(cfg.device)
     if device.type == "cpu" and cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -134,19 +138,31 @@ def adapt_images(
         summary = _summary(cfg, start, [], start, seconds, start_path, str(device), folder)
         summary["adaptation"].update(trained=False, structure=structure, sample=sample)
         return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
+    if cfg.network_pages and len(images.raw) > cfg.network_pages:
+        images = images.subset(_spread(len(images.raw), cfg.network_pages), cfg.hold_every)
     log(
         f"structure: none ({found.evidence.get('votes', 'asked')} over {len(pick)} pages); adapting "
         f"{start_path.name}: "
         f"{len(images.raw)} image(s), {len(images.train)} trained on, {len(images.held)} held aside"
     )
+    t_crit = time.perf_counter()
     start = Candidate(0, criterion(model, images, cfg, device), copy.deepcopy(model.state_dict()))
+    t_masks = time.perf_counter()
     start_masks = _masks_of(model, images, cfg, device)
-    written = _masks_of(model, images, cfg, device, card.normalization, card.polarity)  # as the start writes
+    t_pass = time.perf_counter() - t_masks
+    if cfg.deadline_s:
+        cfg = copy.copy(cfg)
+        cfg.time_budget_s = _training_budget(cfg, started, t_masks - t_crit, t_pass)
     candidates = adapt(model, images, cfg, device, log, should_stop)
     best = choose(model, start, start_masks, candidates, images, cfg, device, log)
-    model.load_state_dict(best.state)
     changed = best is not start  # every snapshot refused: the start model stays as it was
-    orient = _orient(model, images, cfg, device, written, log) if changed else None
+    orient = None
+    if changed:  # the start model's masks as seginfer writes them, which the orientation follows
+        model.load_state_dict(start.state)
+        written = _masks_of(model, images, cfg, device, card.normalization, card.polarity)
+        model.load_state_dict(best.state)
+        orient = _orient(model, images, cfg, device, written, log)
+    model.load_state_dict(best.state)
     seconds = time.perf_counter() - t0
     if changed:
         card.normalization = cfg.input_norm()
@@ -163,6 +179,21 @@ def adapt_images(
         summary["final"]["iou_as_written"] = _scores(final, images)["iou_as_written"]
     log(f"chose step {best.step} (criterion {best.criterion:.5f}) in {seconds:.0f} s")
     return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, best), summary, trained=changed)
+
+
+def _training_budget(cfg: AdaptConfig, started: float, criterion_s: float, pass_s: float) -> float:
+    """Training's seconds within ``cfg.deadline_s`` counted from ``started``: what is left once the
+    work after training is set aside, at the pace just measured (a criterion of the held-aside
+    images, a pass of masks over all of them): two snapshots' criteria, their masks for the
+    collapse guard, the start's written masks and the orientation's and final masks, and 2 s for
+    writing. At least
+    ``MIN_TRAINING_S``, at most ``cfg.time_budget_s``."""
+    after = 2 * criterion_s + 5 * pass_s + 2.0
+    left = cfg.deadline_s - (time.perf_counter() - started) - after
+    return float(min(cfg.time_budget_s, max(MIN_TRAINING_S, left)))
+
+
+MIN_TRAINING_S = 5.0  # a deadline already spent still trains this long (its snapshots are candidates)
 
 
 def _spread(n: int, k: int) -> list[int]:
