@@ -6,8 +6,9 @@
    model, the packaged one by default; structure from its card) on the tune part (the first 4
    names) and the report part (the rest) of ``<real>/nuclei`` (instance labels in ``labels/``;
    ../shared/realdata by default) and on stardist's image (a check never tuned on), labelled
-   by each method: connected components, ``--split --split-method watershed`` (the earlier
-   split), ``--split`` (hmaxima, the default, chosen on the tune part) and scikit-image's
+   by each method: connected components, ``--split --split-method watershed`` and
+   ``--split-method hmaxima`` (the earlier splits), ``--split`` (scaled, the default, chosen on
+   the tune part and the Cell Tracking Challenge's GOWT1 and HeLa frames) and scikit-image's
    classical pipeline on the image; and the ground-truth mask labelled by each (what splitting
    can do when the mask is right). F1, AP at IoU 0.5 and 0.5:0.95 and PQ pooled over the
    part's objects (every object counts once, whatever image it is in), and F1 averaged over
@@ -31,7 +32,8 @@
    the wheel), so the sweep is shown in full.
 2. **Speed**: seconds per 512x512 image of ``run_folder`` (what seginfer runs) on a folder
    of the image's 8 orientations, plain vs ``--labels`` (label image + objects.csv),
-   ``--labels --split`` (hmaxima), ``--labels --split --split-method watershed`` and
+   ``--labels --split`` (scaled), ``--labels --split --split-method hmaxima``,
+   ``--labels --split --split-method watershed`` and
    ``--labels --rois``, interleaved repeats, medians; the bounds are ``--labels`` at most
    1.5x the plain run (issue 12) and ``--labels --split`` at most 2x (issue 22).
 3. **Tiles**: the image run whole and in 128-pixel tiles, labels compared.
@@ -62,7 +64,8 @@ SPLIT_SWEEP = (3, 4, 5, 6, 7, 8, 10, 12)
 SPEED_MODES = {
     "plain": ((), None),
     "--labels": (("labels",), None),
-    "--labels --split": (("labels",), "hmaxima"),
+    "--labels --split": (("labels",), "scaled"),
+    "--labels --split --split-method hmaxima": (("labels",), "hmaxima"),
     "--labels --split --split-method watershed": (("labels",), "watershed"),
     "--labels --rois": (("labels", "rois"), None),
 }
@@ -71,7 +74,8 @@ NUCLEI_TUNE = 4  # bench/realsets.py's TUNE["nuclei"]: the first 4 sorted names 
 SPLITS = {
     "connected components (--labels)": None,
     "watershed (--split --split-method watershed)": "watershed",
-    "hmaxima (--split, the default)": "hmaxima",
+    "hmaxima (--split --split-method hmaxima)": "hmaxima",
+    "scaled (--split, the default)": "scaled",
 }
 CLASSICAL_ROW = "scikit-image: blur + Otsu + distance watershed (on the image)"
 PART_SCORES = ("f1", "ap50", "ap50_95", "pq", "f1_mean")
@@ -127,7 +131,10 @@ def accuracy(masks: dict[str, np.ndarray], image: np.ndarray, truth: np.ndarray)
         rows[f"{name}, --split --split-method watershed (min distance {DEFAULT_MIN_DISTANCE})"] = _scores(
             truth, label_mask(mask, split=True, method="watershed")
         )
-        rows[f"{name}, --split (hmaxima)"] = _scores(truth, label_mask(mask, split=True))
+        rows[f"{name}, --split --split-method hmaxima"] = _scores(
+            truth, label_mask(mask, split=True, method="hmaxima")
+        )
+        rows[f"{name}, --split (scaled)"] = _scores(truth, label_mask(mask, split=True))
         sweep[name] = {
             d: _scores(truth, label_mask(mask, split=True, min_distance=d, method="watershed"))["f1"]
             for d in SPLIT_SWEEP

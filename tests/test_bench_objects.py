@@ -20,7 +20,7 @@ def test_split_beats_connected_components_on_real_nuclei():
     rows = result["rows"]
     plain, split = (
         rows["packaged, connected components"]["f1"],
-        rows["packaged, --split (hmaxima)"]["f1"],
+        rows["packaged, --split (scaled)"]["f1"],
     )
     print(f"F1 at IoU 0.5: components {plain:.3f}, --split {split:.3f}")
     assert split >= plain + 0.10
@@ -80,7 +80,7 @@ def test_split_methods_on_a_labelled_part(tmp_path):
     part = result["check"]
     rows = part["rows"]
     assert part["images"] == 1 and part["true_objects"] == len(np.unique(_stardist_labels()[1])) - 1
-    split = rows["unsupseg mask, hmaxima (--split, the default)"]
+    split = rows["unsupseg mask, scaled (--split, the default)"]
     assert split["f1"] > rows["unsupseg mask, connected components (--labels)"]["f1"] + 0.1
-    assert rows["ground-truth mask, hmaxima (--split, the default)"]["f1"] > split["f1"]
+    assert rows["ground-truth mask, scaled (--split, the default)"]["f1"] > split["f1"]
     assert 0 < split["pq"] <= split["f1"] and split["ap50_95"] < split["ap50"] < split["f1"]

@@ -246,12 +246,14 @@ def test_run_folder_options(tmp_path, infer_model_path):
 
 
 def test_split_method_is_recorded_and_the_old_one_kept_by_name(tmp_path, infer_model_path):
-    """--split uses hmaxima; --split-method watershed, or --min-distance alone (as command lines
-    before hmaxima), the earlier watershed; seginfer.json says which; the masks stay the same."""
+    """--split uses scaled; --split-method hmaxima and watershed, or --min-distance alone (as command
+    lines for the watershed), the earlier methods; seginfer.json says which (with the method's
+    parameters); the masks stay the same."""
     src, _ = _folder(tmp_path, n=1, truth=False)
     runs = {
         "plain": ([], None),
-        "default": (["--split"], {"split": "hmaxima"}),
+        "default": (["--split"], {"split": "scaled", "sigma_per_radius": 0.15, "h_per_radius": 0.06}),
+        "hmaxima": (["--split", "--split-method", "hmaxima"], {"split": "hmaxima", "sigma": 1.0, "h": 0.25}),
         "by_name": (["--split", "--split-method", "watershed"], {"split": "watershed", "min_distance": 7}),
         "min_distance": (["--split", "--min-distance", "5"], {"split": "watershed", "min_distance": 5}),
     }

@@ -109,37 +109,99 @@ def _touching_discs(seed: int, shape=(256, 256)) -> np.ndarray:
     return labels
 
 
+@pytest.mark.parametrize("method", ["scaled", "hmaxima"])
 @pytest.mark.parametrize("seed", range(3))
-def test_hmaxima_split_beats_components_on_touching_discs(seed):
-    """Drawn touching discs: the default split finds the discs that connected components join."""
+def test_hmaxima_split_beats_components_on_touching_discs(seed, method):
+    """Drawn touching discs: the default split (and hmaxima) finds the discs that connected
+    components join."""
     truth = _touching_discs(seed)
     mask = truth > 0
     f1 = {
         "components": instance_metrics(truth, label_mask(mask))["f1"],
-        "hmaxima": instance_metrics(truth, label_mask(mask, split=True))["f1"],
+        method: instance_metrics(truth, label_mask(mask, split=True, method=method))["f1"],
     }
-    assert f1["hmaxima"] >= f1["components"] + 0.2, f1
+    assert f1[method] >= f1["components"] + 0.2, f1
 
 
-def test_hmaxima_markers_are_those_of_skimage_h_maxima():
+def _wavy_nuclei(seed: int, shape=(320, 320), wobble=1.5) -> np.ndarray:
+    """Instance labels of large elongated nuclei (semi-axes 36-44 x 22-26 px) whose outline wavers
+    by ``wobble`` px, alone or two touching end to end: the nuclei of the Cell Tracking Challenge's
+    GOWT1 frames, where hmaxima's fixed depth cut nuclei along their ridge."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(float)
+    labels = np.zeros(shape, np.int32)
+    k = 0
+    for cy in range(80, shape[0], 160):
+        for cx in range(80, shape[1], 160):
+            y, x = cy, cx
+            for _ in range(rng.integers(1, 3)):
+                k += 1
+                a, b, phi = rng.uniform(36, 44), rng.uniform(22, 26), rng.uniform(0, np.pi)
+                u = (xx - x) * np.cos(phi) + (yy - y) * np.sin(phi)
+                v = -(xx - x) * np.sin(phi) + (yy - y) * np.cos(phi)
+                walk = ndimage.gaussian_filter1d(rng.standard_normal(64), 1.5, mode="wrap")
+                walk *= wobble / walk.std()
+                radial = np.interp(np.arctan2(v, u), np.linspace(-np.pi, np.pi, 65), np.r_[walk, walk[0]])
+                labels[(np.hypot(u / a, v / b) <= 1 + radial / b) & (labels == 0)] = k
+                step = a + 0.8 * b  # the next nucleus, along the major axis, overlaps this one's end
+                y, x = y - step * np.sin(phi), x - step * np.cos(phi)
+    return labels
+
+
+def test_scaled_split_keeps_large_wavy_nuclei_whole():
+    """hmaxima's depth of 0.25 px cuts large nuclei at the dips of a wavering outline; the
+    scaled split (depth 6 % of the typical radius) keeps them whole and still cuts the touching
+    pairs; the foreground is the mask's."""
+    f1 = {"components": [], "scaled": [], "hmaxima": []}
+    for seed in range(6):
+        truth = _wavy_nuclei(seed)
+        mask = truth > 0
+        for method in f1:
+            split = {} if method == "components" else {"split": True, "method": method}
+            labels = label_mask(mask, **split)
+            np.testing.assert_array_equal(labels > 0, mask)
+            f1[method].append(instance_metrics(truth, labels)["f1"])
+    mean = {k: float(np.mean(v)) for k, v in f1.items()}
+    assert min(f1["scaled"]) == 1.0, f1
+    assert mean["scaled"] >= mean["hmaxima"] + 0.05 and mean["scaled"] >= mean["components"] + 0.15, mean
+
+
+def test_scaled_split_does_not_depend_on_magnification():
+    """The same touching discs drawn 1x and 3x as large give the same objects with the scaled
+    split (sigma and h follow the typical radius)."""
+    truth = _touching_discs(0, shape=(128, 128))
+    big = np.kron(truth, np.ones((3, 3), truth.dtype))
+    small_labels = label_mask(truth > 0, split=True)
+    big_labels = label_mask(big > 0, split=True)
+    assert big_labels.max() == small_labels.max()
+    assert instance_metrics(np.kron(small_labels, np.ones((3, 3), np.int32)), big_labels)["f1"] >= 0.95
+
+
+@pytest.mark.parametrize("method", ["hmaxima", "scaled"])
+def test_hmaxima_markers_are_those_of_skimage_h_maxima(method):
     """The merge by dynamics keeps one object per h-maximum of the smoothed distance, as
-    ``skimage.morphology.h_maxima`` finds them (its markers, counted per component)."""
+    ``skimage.morphology.h_maxima`` finds them (its markers, counted per component); for the
+    scaled split with sigma and h from the typical radius."""
     from skimage.morphology import h_maxima
 
-    from unsupseg.core.labels import H_DEPTH, SMOOTH_SIGMA
+    from unsupseg.core.labels import H_DEPTH, MIN_SIGMA, SCALED_H, SCALED_SIGMA, SMOOTH_SIGMA, typical_radius
 
     for seed in range(3):
         mask = _touching_discs(seed) > 0
         rng = np.random.default_rng(seed)
         mask |= ndimage.binary_opening(ndimage.gaussian_filter(rng.random(mask.shape), 3) > 0.56)
         distance = ndimage.distance_transform_edt(mask).astype(np.float32)
-        distance = ndimage.gaussian_filter(distance, SMOOTH_SIGMA)
-        distance[~mask] = 0
-        regions, _ = ndimage.label(h_maxima(distance, H_DEPTH) & mask, structure=np.ones((3, 3)))
         components = label_mask(mask)
+        sigma, h = SMOOTH_SIGMA, H_DEPTH
+        if method == "scaled":
+            radius = typical_radius(distance, components, int(components.max()))
+            sigma, h = max(SCALED_SIGMA * radius, MIN_SIGMA), SCALED_H * radius
+        distance = ndimage.gaussian_filter(distance, sigma)
+        distance[~mask] = 0
+        regions, _ = ndimage.label(h_maxima(distance, h) & mask, structure=np.ones((3, 3)))
         has = regions > 0
         n_markers = len(np.unique(regions[has].astype(np.int64) * (components.max() + 1) + components[has]))
-        assert label_mask(mask, split=True).max() == n_markers
+        assert label_mask(mask, split=True, method=method).max() == n_markers
 
 
 def test_distance_is_scipys_bit_for_bit():
@@ -161,7 +223,14 @@ def test_split_methods_by_name():
     old = label_mask(mask, split=True, min_distance=5, method="watershed")
     assert Labeling(split=True, min_distance=5, method="watershed").label(mask).tolist() == old.tolist()
     assert Labeling(split=True).label(mask).max() == 2
-    assert Labeling(split=True).describe()["split"] == "hmaxima"
+    assert Labeling(split=True).describe() == {
+        "split": "scaled",
+        "sigma_per_radius": 0.15,
+        "h_per_radius": 0.06,
+        "three_d": False,
+        "min_size": 0,
+    }
+    assert Labeling(split=True, method="hmaxima").describe()["h"] == 0.25
     assert Labeling(split=True, method="watershed").describe()["min_distance"] == Labeling().min_distance
     assert Labeling().describe()["split"] is None
     with pytest.raises(ValueError, match="watershed"):

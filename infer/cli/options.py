@@ -54,9 +54,11 @@ _OBJECT_OPTIONS = [
     click.option(
         "--split-method",
         type=click.Choice(SPLIT_METHODS),
-        help="With --split: hmaxima (markers at the h-maxima of the smoothed distance: cuts at every "
-        "neck, however close the centres) or watershed (the earlier default: markers at least "
-        f"--min-distance apart).  [default: {DEFAULT_SPLIT_METHOD}; watershed when --min-distance is given]",
+        help="With --split: scaled (markers at the h-maxima of the smoothed distance, smoothing and depth "
+        "in proportion to the typical object radius: cuts at necks, not at a large object's ragged "
+        "outline), hmaxima (the same in fixed pixels, the earlier default: cuts at every neck, however "
+        "close the centres) or watershed (markers at least --min-distance apart).  "
+        f"[default: {DEFAULT_SPLIT_METHOD}; watershed when --min-distance is given]",
     ),
     click.option(
         "--min-distance",
@@ -165,7 +167,7 @@ def _labeling(labels, rois, masks, split, method, min_distance, labels_3d) -> di
     """The ``SegmenterConfig`` fields of the labelling; a usage error when nothing would use them.
 
     ``--min-distance`` is the watershed method's parameter: given alone with ``--split`` it
-    selects that method, so command lines written before ``hmaxima`` keep their results."""
+    selects that method, so command lines written for it keep their results."""
     if (split or method or min_distance is not None or labels_3d) and not (labels or rois or masks):
         raise click.UsageError(
             "--split, --split-method, --min-distance and --labels-3d shape instance labels; add --labels, "
