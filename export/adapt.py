@@ -32,15 +32,14 @@ class Adaptation:
 
 
 # seginfer --adapt's whole adaptation (the structure step's decision and, when no step fits, the
-# network's training, the criterion and the collapse guard) ends within about this many seconds:
-# training gets what the rest leaves (train/adapt_run.py). Issue 21 bounds the adaptation at 90 s
-# for 40 images of 512x512 on 2 cores and at 25% of a 1,000-image run, whose segmentation takes
-# about 130 s on those cores: 40 s is 23% of 170 s. segtrain --data, a training command, keeps
-# AdaptConfig's own budget.
-ADAPT_BUDGET_S = 40.0
-# ... and the network is trained and chosen on at most this many of the sample's pages: at the
-# budget's pace (about 30 steps of 8 crops) a larger sample is not seen, and every page costs a
-# pass of the collapse guard per snapshot
+# network's training, the criterion and the collapse guard) ends within a deadline: the caller's
+# (seginfer --adapt-seconds, or a share of the run: infer/cli/adapt.py), else this many seconds.
+# Training gets what the rest leaves (train/adapt_run.py). segtrain --data, a training command,
+# keeps AdaptConfig's own budget.
+ADAPT_BUDGET_S = 60.0
+# ... and the network is trained and chosen on at most this many of the sample's pages: at 2-core
+# CPU pace (about 3 steps of 8 crops a second) a larger sample is not seen, and every page costs
+# a pass of the collapse guard per snapshot
 NETWORK_PAGES = 16
 
 
@@ -55,19 +54,21 @@ def adapt_pages(
     structure: str = "auto",
     log: Callable[[str], None] = print,
     should_stop: Callable[[], bool] | None = None,
+    deadline_s: float = ADAPT_BUDGET_S,
 ) -> Adaptation:
     """Adapt the packaged model to ``pages`` (2-D, as read) and write it to ``onnx_path`` atomically.
 
     ``structure``: "auto" decides the structure step on the pages; a step's name uses it ("none":
-    the network writes the masks, and is trained). Raises ``DataError`` when no page is usable,
-    ``KeyboardInterrupt`` when ``should_stop`` says so
+    the network writes the masks, and is trained). ``deadline_s``: the adaptation's seconds, all
+    told (training gets what the rest leaves, and is left out when that is too little). Raises
+    ``DataError`` when no page is usable, ``KeyboardInterrupt`` when ``should_stop`` says so
     (nothing is written then)."""
     from unsupseg.train.adapt import AdaptConfig, FolderImages
     from unsupseg.train.adapt_run import adapt_images
 
     start = time.perf_counter()
     cfg = AdaptConfig(data="", out="", seed=seed, device=device, threads=threads, structure=structure)
-    cfg.time_budget_s = cfg.deadline_s = ADAPT_BUDGET_S
+    cfg.time_budget_s = cfg.deadline_s = deadline_s
     cfg.network_pages = NETWORK_PAGES
     images = FolderImages.of(list(pages), cfg.hold_every, list(sources), list(skipped))
     result = adapt_images(images, cfg, log, should_stop=should_stop, started=start)
@@ -99,6 +100,8 @@ def _record(summary: dict, n_pages: int, skipped: list[dict], seconds: float) ->
     refused = [r["step"] for r in rows if r["step"] and r.get("agreement", 1.0) < adaptation["min_agreement"]]
     if adaptation["trained"]:
         network = "adapted"
+    elif adaptation.get("not_trained"):
+        network = f"kept: {adaptation['not_trained']}"
     elif ran:
         network = "kept: every snapshot collapsed on some image (the collapse guard refused them)"
     else:
@@ -109,7 +112,7 @@ def _record(summary: dict, n_pages: int, skipped: list[dict], seconds: float) ->
         "network": network,
         "trained": adaptation["trained"],
         "steps": max(r["step"] for r in rows) if ran else 0,  # trained (the time budget may stop early)
-        "time_budget_s": summary["config"].get("deadline_s") or summary["config"].get("time_budget_s"),
+        "time_budget_s": summary["config"].get("time_budget_s"),  # training's, within the deadline
         "snapshots": [{k: r[k] for k in ("step", "criterion", "agreement", "chosen") if k in r} for r in rows]
         if ran
         else [],

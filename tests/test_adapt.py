@@ -280,16 +280,16 @@ def test_a_schedule_that_fits_is_left_alone(tiny_checkpoint):
 
 
 def test_the_training_budget_leaves_the_deadline_time_for_the_choice(monkeypatch):
-    """Training gets the deadline less what has run and what follows at the measured pace: two
-    criteria, five passes of masks, 2 s for writing; never under MIN_TRAINING_S nor over the
-    configured budget."""
+    """Training gets the deadline less what has run and what the rest takes at the measured pace:
+    three criteria, five passes of masks, 3 s for writing; never over the configured budget, and
+    below MIN_TRAINING_S (the caller then does not train) when the deadline is spent."""
     from unsupseg.train import adapt_run
 
     monkeypatch.setattr(adapt_run.time, "perf_counter", lambda: 110.0)
     cfg = AdaptConfig(data="", out="", deadline_s=40.0, time_budget_s=60.0)
     budget = adapt_run._training_budget
-    assert budget(cfg, started=100.0, criterion_s=1.0, pass_s=2.0) == 40 - 10 - 2 - 10 - 2
-    assert budget(cfg, started=60.0, criterion_s=1.0, pass_s=2.0) == adapt_run.MIN_TRAINING_S
+    assert budget(cfg, started=100.0, criterion_s=1.0, pass_s=2.0) == 40 - 10 - 3 - 10 - 3
+    assert budget(cfg, started=70.0, criterion_s=1.0, pass_s=2.0) < adapt_run.MIN_TRAINING_S
     long = AdaptConfig(data="", out="", deadline_s=400.0, time_budget_s=60.0)
     assert budget(long, started=100.0, criterion_s=1.0, pass_s=2.0) == 60.0
 
@@ -309,3 +309,23 @@ def test_with_a_page_cap_the_network_trains_on_pages_spread_over_the_sample(tiny
     result = adapt_images(FolderImages.of(pages, cfg.hold_every), cfg, logs.append)
     assert any("adapting" in line and "6 image(s), 5 trained on, 1 held aside" in line for line in logs), logs
     assert [c["step"] for c in result.summary["adaptation"]["candidates"]] == [0, 1, 2]
+
+
+def test_a_deadline_that_leaves_no_time_to_train_keeps_the_network_and_says_why(tiny_checkpoint):
+    """structure none under a deadline already spent: no snapshot is trained, the start network is
+    kept, and the record says why (seginfer.json's adaptation.network)."""
+    from unsupseg.export.adapt import _record
+    from unsupseg.train.adapt import FolderImages
+    from unsupseg.train.adapt_run import adapt_images
+
+    cfg = AdaptConfig(
+        data="", out="", start=str(tiny_checkpoint("unet", 4)), structure="none", deadline_s=0.0, threads=1
+    )
+    logs: list[str] = []
+    result = adapt_images(FolderImages.of(_pages(6), cfg.hold_every), cfg, logs.append)
+    assert not result.trained and result.card.structure == "none"
+    assert [c["step"] for c in result.summary["adaptation"]["candidates"]] == [0]
+    assert not any(line.startswith("step ") for line in logs), logs
+    record = _record(result.summary, 6, [], 1.0)
+    assert record["network"].startswith("kept: the adaptation's 0 s leave 0 s for training")
+    assert record["steps"] == 0 and record["snapshots"] == []

@@ -72,9 +72,13 @@ def test_quick_bench_writes_every_section(tmp_path):
     report = results["sections"]["report"]
     assert report["n_shown"] > 0 and report["html_bytes"] > 0 and 0 < report["build_share"]
     assert len(results["sections"]["sweep"]["rows"]) == 1
-    runs = results["sections"]["adapt"]["runs"]  # generated: the network trained; the huge image: a step
-    first, last = runs[next(iter(runs))], runs[list(runs)[-1]]
-    assert first["structure"] == "none" and first["steps"] > 0 and 0 < first["adapt_s"] < first["wall_s"]
+    # generated: no step fits, the default deadline (10 s on 8 images) and one with time to train;
+    # the huge image: a step
+    runs = results["sections"]["adapt"]["runs"]
+    first, trained, last = (runs[k] for k in (list(runs)[0], list(runs)[1], list(runs)[-1]))
+    assert first["structure"] == "none" and first["deadline_s"] == 10.0
+    assert 0 < first["adapt_s"] < first["wall_s"]
+    assert trained["structure"] == "none" and trained["deadline_s"] == 60.0 and trained["steps"] > 0
     assert last["structure"] == "objects" and not last["trained"] and last["maxrss_mb"] > 0
     real = results["sections"]["real"]["rows"]  # stardist's nuclei (installed by make), ../shared/realdata
     parts = {(r["set"], r["split"]) for r in real}

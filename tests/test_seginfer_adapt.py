@@ -25,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 from realimages import have_shared, link_pairs, real_sets
 
+from unsupseg.infer.cli.adapt import MIN_S
 from unsupseg.infer.cli.seginfer import main as seginfer
 
 BIN = Path(sys.executable).parent
@@ -65,6 +66,7 @@ def test_adapt_writes_the_model_and_segments_with_it(adapted):
     assert record["sample"]["pages"] == 2 and record["sample"]["skipped"] == []
     assert record["structure"]["kind"] == "objects" and record["structure"]["evidence"]["votes"]
     assert record["network"].startswith("kept") and record["seconds"] > 0
+    assert record["deadline_s"] == MIN_S  # a quarter of a run of 2 images is less
     # the quality score of the sample's masks before and after: the network was kept, so the same;
     # the sample is the whole folder here, so it is the run's own median
     q = record["quality"]
@@ -108,17 +110,39 @@ def test_an_existing_adapted_model_is_refused_or_reused(adapted):
 @pytest.mark.slow
 @pytest.mark.heavy
 def test_the_network_adapts_when_asked_to_write_the_masks(real_folder):
-    """--structure none: the network itself is fine-tuned; every snapshot and its criterion are recorded."""
+    """--structure none with time for it (--adapt-seconds): the network itself is fine-tuned, its
+    snapshots judged by their criterion."""
     root, _ = real_folder
     r = run("--input", root / "images", "--output", root / "none", "--adapt", "--adapt-only",
-            "--structure", "none", "--device", "cpu", "-q")  # fmt: skip
+            "--structure", "none", "--adapt-seconds", "90", "--device", "cpu")  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "adapting within 90 s (--adapt-seconds)" in r.stderr
+    assert "criterion" in r.stderr and "not trained" not in r.stderr, r.stderr[-3000:]
     assert (root / "none" / "adapted.onnx").is_file()
     assert not list((root / "none").glob("*.png")), "--adapt-only segments nothing"
     from unsupseg.infer import Segmenter
 
     card = Segmenter(model=root / "none" / "adapted.onnx", device="cpu").card
     assert card.structure == "none"
+
+
+@pytest.mark.slow
+def test_a_deadline_without_time_to_train_keeps_the_network_and_says_so(real_folder):
+    """--structure none with a deadline the structure step's decision takes whole: the network is
+    kept, the run goes on with it, and the record says why."""
+    root, _ = real_folder
+    r = run("--input", root / "images", "--output", root / "small", "--adapt", "--structure", "none",
+            "--adapt-seconds", "1", "--device", "cpu", "--engine", "local")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    record = json.loads((root / "small" / "seginfer.json").read_text())["adaptation"]
+    assert record["deadline_s"] == 1.0 and not record["trained"] and record["snapshots"] == []
+    assert "not trained" in record["network"] and record["network"].removeprefix("kept: ") in r.stderr
+
+
+def test_adapt_seconds_needs_adapt(tmp_path):
+    r = CliRunner().invoke(seginfer, ["--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                                      "--adapt-seconds", "30"])  # fmt: skip
+    assert r.exit_code == 2 and "--adapt-seconds" in r.output and "needs --adapt" in r.output
 
 
 def _folder_with_faults(root: Path, pairs) -> Path:

@@ -74,7 +74,7 @@ class AdaptConfig:
     structure_pages: int = 16  # pages the structure step is decided on (core/structure/detect.py)
     structure: str = "auto"  # or a step to use ("none": the network writes the masks: always trained)
     time_budget_s: float = 540.0  # training stops here; the snapshots so far remain candidates
-    deadline_s: float = 0.0  # the whole adaptation's seconds (0: none); training ends in time for the choice
+    deadline_s: float | None = None  # the whole adaptation's seconds (None: none); training ends in time
     network_pages: int = 0  # the network is trained and chosen on at most this many pages (0: all)
     min_agreement: float = 0.3  # collapse guard: least IoU of a snapshot's mask with the start's
     orientation_consistency: float = 0.75  # fix the foreground orientation when this share agrees

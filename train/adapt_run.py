@@ -101,7 +101,8 @@ def adapt_images(
     ``should_stop``: polled between steps; when it returns True the adaptation raises
     ``KeyboardInterrupt`` (nothing is written). ``started``: the ``time.perf_counter()`` from
     which ``cfg.deadline_s`` counts (default: now); with a deadline, the network path trains on
-    at most ``cfg.network_pages`` of the images and for what time the deadline leaves.
+    at most ``cfg.network_pages`` of the images and for what time the deadline leaves, and not
+    at all when that is under ``MIN_TRAINING_S`` (the record says so: ``not_trained``).
     """
     from unsupseg.core.structure import folder_context
     from unsupseg.core.structure.detect import Detection, detect_structure
@@ -117,7 +118,9 @@ def adapt_images(
     model = model.to(device)
     t0 = time.perf_counter()
     pick = [images.raw[i] for i in _spread(len(images.raw), cfg.structure_pages)]
+    t_probs = time.perf_counter()
     probs = _probs_of(model, pick, card.normalization, card.polarity, device)
+    page_s = (time.perf_counter() - t_probs) / max(1, len(pick))  # one page through the network
     if cfg.structure == "auto":
         found = detect_structure(pick, probs)
     else:  # the step asked for, with its context measured on the sample
@@ -140,19 +143,31 @@ def adapt_images(
         return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
     if cfg.network_pages and len(images.raw) > cfg.network_pages:
         images = images.subset(_spread(len(images.raw), cfg.network_pages), cfg.hold_every)
+    votes = found.evidence.get("votes", "asked")
+    if cfg.deadline_s is not None:  # at the pace of the pages just seen (a criterion: ~2 passes of its pages)
+        budget = _training_budget(cfg, started, 2 * page_s * len(images.held), page_s * len(images.raw))
+        if budget < MIN_TRAINING_S:
+            why = (
+                f"the adaptation's {cfg.deadline_s:.0f} s leave {max(budget, 0):.0f} s for training, under "
+                f"the {MIN_TRAINING_S:.0f} s it needs at least: the network is not trained"
+            )
+            log(f"structure: none ({votes} over {len(pick)} pages); {why}")
+            card.structure, card.structure_context = "none", {}
+            card.package_version = __version__
+            start = Candidate(0, float("nan"), {})
+            seconds = time.perf_counter() - t0
+            summary = _summary(cfg, start, [], start, seconds, start_path, str(device), folder)
+            summary["adaptation"].update(trained=False, structure=structure, sample=sample, not_trained=why)
+            return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
+        cfg = copy.copy(cfg)
+        cfg.time_budget_s = budget
     log(
-        f"structure: none ({found.evidence.get('votes', 'asked')} over {len(pick)} pages); adapting "
+        f"structure: none ({votes} over {len(pick)} pages); adapting "
         f"{start_path.name}: "
         f"{len(images.raw)} image(s), {len(images.train)} trained on, {len(images.held)} held aside"
     )
-    t_crit = time.perf_counter()
     start = Candidate(0, criterion(model, images, cfg, device), copy.deepcopy(model.state_dict()))
-    t_masks = time.perf_counter()
     start_masks = _masks_of(model, images, cfg, device)
-    t_pass = time.perf_counter() - t_masks
-    if cfg.deadline_s:
-        cfg = copy.copy(cfg)
-        cfg.time_budget_s = _training_budget(cfg, started, t_masks - t_crit, t_pass)
     candidates = adapt(model, images, cfg, device, log, should_stop)
     best = choose(model, start, start_masks, candidates, images, cfg, device, log)
     changed = best is not start  # every snapshot refused: the start model stays as it was
@@ -161,8 +176,9 @@ def adapt_images(
         model.load_state_dict(start.state)
         written = _masks_of(model, images, cfg, device, card.normalization, card.polarity)
         model.load_state_dict(best.state)
-        orient = _orient(model, images, cfg, device, written, log)
-    model.load_state_dict(best.state)
+        orient = _orient(model, images, cfg, device, written, log)  # may invert the output: last
+    else:
+        model.load_state_dict(best.state)
     seconds = time.perf_counter() - t0
     if changed:
         card.normalization = cfg.input_norm()
@@ -183,17 +199,20 @@ def adapt_images(
 
 def _training_budget(cfg: AdaptConfig, started: float, criterion_s: float, pass_s: float) -> float:
     """Training's seconds within ``cfg.deadline_s`` counted from ``started``: what is left once the
-    work after training is set aside, at the pace just measured (a criterion of the held-aside
-    images, a pass of masks over all of them): two snapshots' criteria, their masks for the
-    collapse guard, the start's written masks and the orientation's and final masks, and 2 s for
-    writing. At least
-    ``MIN_TRAINING_S``, at most ``cfg.time_budget_s``."""
-    after = 2 * criterion_s + 5 * pass_s + 2.0
+    work around training is set aside, at a measured pace (``criterion_s``: a criterion of the
+    held-aside images; ``pass_s``: a pass of masks over all of them): three criteria (the start's
+    and two snapshots'), five passes (the start's masks, two snapshots' for the collapse guard,
+    the start's written masks and the orientation's) and 3 s to export and check the ONNX file.
+    At most ``cfg.time_budget_s``; may be under ``MIN_TRAINING_S`` (or negative), when the
+    caller does not train."""
+    after = 3 * criterion_s + 5 * pass_s + 3.0
     left = cfg.deadline_s - (time.perf_counter() - started) - after
-    return float(min(cfg.time_budget_s, max(MIN_TRAINING_S, left)))
+    return float(min(cfg.time_budget_s, left))
 
 
-MIN_TRAINING_S = 5.0  # a deadline already spent still trains this long (its snapshots are candidates)
+# the least training worth its overhead: the network is not trained when the deadline leaves less
+# (a few steps at 2-core CPU speed; the overhead around them, criteria and guard, costs more)
+MIN_TRAINING_S = 5.0
 
 
 def _spread(n: int, k: int) -> list[int]:

@@ -4,10 +4,11 @@ every input with it, in one command.
     plan the run (every check of a plain run; nothing is written before they pass)
       -> sample the inputs (infer/sample.py: 32 spread over the folder, 2 pages each, large
          pages cut to their central 1024 x 1024 window; unreadable and constant ones named)
+      -> the packaged model's masks of 8 of them: their median quality score (infer/quality.py)
+         and the pace of the run, which sets the adaptation's deadline (``deadline``)
       -> adapt (export/adapt.py, torch) -> OUT/adapted.onnx, loadable with --model
-      -> the median quality score (infer/quality.py) of the masks of 8 of the sample's pages
-         with the packaged model and with the adapted one, in the record (its seconds count in
-         the adaptation's)
+      -> the adapted model's masks of the same 8 pages: the median score after, in the record
+         (the adaptation's seconds count all of this)
       -> the run, with that model, its record in seginfer.json and report.html
 
 This is the command line's layer: it joins the torch-free run (infer) and the adaptation
@@ -35,6 +36,12 @@ INSTALL = 'pip install "unsupseg[train]"  (make install installs it)'
 # the before/after quality medians are taken on this many of the sample's pages, spread over it: each
 # page is segmented twice more (packaged, adapted), and a median of 8 pages moves little
 QUALITY_PAGES = 8
+# the adaptation takes at most this share of the run (issue 21: 25% of a 1,000-image run), and
+# between these bounds: a folder of a few images still gets MIN_S (the structure step's decision
+# and a little more); on 2 CPU cores the network is trained only when the deadline leaves at least
+# train/adapt_run.py's MIN_TRAINING_S (folders of a few thousand 512x512 images, or a GPU)
+SHARE = 0.25
+MIN_S, MAX_S = 10.0, 60.0
 
 
 def check_adapt(params: dict) -> None:
@@ -68,11 +75,14 @@ def _importable(module: str) -> bool:
     return True
 
 
-def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tuple[RunOptions, dict]:
+def adapt_first(
+    input_path: Path, output: Path, options: RunOptions, log, seconds: float | None = None
+) -> tuple[RunOptions, dict]:
     """Adapt to a sample of the run's inputs and write OUT/adapted.onnx; returns the run's options
     with that model, and the adaptation's record. With --skip-existing an adapted.onnx already in
     OUT is used again (a resumed run keeps the model its masks came from); without --overwrite an
-    existing one is refused."""
+    existing one is refused. ``seconds`` (--adapt-seconds): the adaptation's time, all told;
+    None: ``deadline``'s share of the run."""
     path = output / ADAPTED
     if path.exists() and options.skip_existing:
         log(f"using {path} again (--skip-existing: the masks already written came from it)")
@@ -80,11 +90,18 @@ def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tup
     if path.exists() and not options.overwrite:
         raise OutputExistsError(f"{path} already exists; pass --overwrite to adapt again and replace it")
     items, work = plan_run(input_path, output, options)  # every check of the run, nothing written
+    started = time.perf_counter()
     sample = sample_pages(items, work.read, ADAPT_INPUTS, pages_per_input=ADAPT_PAGES_PER_INPUT)
     for skipped in sample.skipped:
         log(f"adapting without {skipped['input']}: {skipped['why']}")
     from unsupseg.export.adapt import adapt_pages
 
+    pages = [sample.pages[i] for i in spread(len(sample.pages), QUALITY_PAGES)]
+    before, page_s = _median_quality(items, work, options, pages) if pages else (float("nan"), 0.0)
+    run_s = len(items) * page_s * len(sample.pages) / max(1, len(set(sample.sources)))
+    budget = seconds if seconds is not None else deadline(run_s)
+    why = "--adapt-seconds" if seconds is not None else f"segmenting {len(items)} input(s): ~{run_s:.0f} s"
+    log(f"adapting within {budget:.0f} s ({why})")
     output.mkdir(parents=True, exist_ok=True)
     adaptation = adapt_pages(
         sample.pages,
@@ -95,17 +112,16 @@ def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tup
         threads=options.segmenter.threads or 0,
         structure=options.segmenter.structure or "auto",
         log=log,
+        deadline_s=max(0.0, budget - (time.perf_counter() - started)),
     )
     adapted = _with_model(options, path)
-    record = {"path": str(path), **adaptation.record}
-    started = time.perf_counter()
-    pages = [sample.pages[i] for i in spread(len(sample.pages), QUALITY_PAGES)]
+    record = {"path": str(path), **adaptation.record, "deadline_s": round(budget, 1)}
     record["quality"] = {
         "pages": len(pages),
-        "median_before": _median_quality(items, work, options, pages),
-        "median_after": _median_quality(items, work, adapted, pages),
+        "median_before": before,
+        "median_after": _median_quality(items, work, adapted, pages)[0],
     }
-    record["seconds"] = round(record["seconds"] + time.perf_counter() - started, 2)  # adapting, all told
+    record["seconds"] = round(time.perf_counter() - started, 2)  # adapting, all told: sample, quality
     log(
         f"median quality score of the sample's masks: {record['quality']['median_before']:.2f} with the "
         f"packaged model, {record['quality']['median_after']:.2f} adapted"
@@ -113,12 +129,22 @@ def adapt_first(input_path: Path, output: Path, options: RunOptions, log) -> tup
     return adapted, record
 
 
-def _median_quality(items, work, options: RunOptions, pages) -> float:
-    """The median quality score (infer/quality.py) of the masks ``options``' model writes for the
-    sample's ``pages``, with the structure step a run of the folder with that model would use."""
+def deadline(run_s: float) -> float:
+    """The adaptation's seconds for a run whose segmentation takes about ``run_s``: at most
+    ``SHARE`` of the whole (adapting and segmenting), within [MIN_S, MAX_S]."""
+    return float(min(MAX_S, max(MIN_S, run_s * SHARE / (1.0 - SHARE))))
+
+
+def _median_quality(items, work, options: RunOptions, pages) -> tuple[float, float]:
+    """(the median quality score (infer/quality.py) of the masks ``options``' model writes for the
+    sample's ``pages``, with the structure step a run of the folder with that model would use;
+    the seconds a page took to segment)."""
     config, _ = resolve_structure(items, work, options.segmenter)
     seg = config.build()
-    return round(float(np.median([quality(page, seg.predict(page)[0]) for page in pages])), 4)
+    t0, scores = time.perf_counter(), []
+    for page in pages:
+        scores.append(quality(page, seg.predict(page)[0]))
+    return round(float(np.median(scores)), 4), (time.perf_counter() - t0) / max(1, len(pages))
 
 
 def _with_model(options: RunOptions, path: Path) -> RunOptions:

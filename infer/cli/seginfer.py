@@ -124,6 +124,13 @@ from unsupseg.infer.run import run_folder
     "--shard I/N in several jobs).",
 )
 @click.option(
+    "--adapt-seconds",
+    type=click.FloatRange(min=1.0),
+    help="With --adapt: the adaptation's time, all told; the network is trained only when this leaves "
+    "it at least 5 s after the rest (the structure step's decision, the choice among snapshots).  "
+    "[default: a quarter of the run with it (a third of the time segmenting takes), 10 to 60 s]",
+)
+@click.option(
     "--structure",
     type=click.Choice(["auto", "none", "objects", "membranes", "photo"]),
     help="What the images show, which turns the network's two-region split into the mask: objects "
@@ -228,6 +235,8 @@ def main(**params):
         _quiet_pillow_bomb_warning()
         if params["adapt_only"] and not params["adapt"]:
             raise click.BadParameter("needs --adapt", param_hint="--adapt-only")
+        if params["adapt_seconds"] is not None and not params["adapt"]:
+            raise click.BadParameter("needs --adapt", param_hint="--adapt-seconds")
         if params["adapt"]:
             options = _adapted(params, options, quiet)
             if params["adapt_only"]:
@@ -259,7 +268,8 @@ def _adapted(params: dict, options, quiet: bool):
         if not quiet:
             click.echo(f"seginfer: {message}", err=True)
 
-    options, record = adapt_first(params["input_path"], params["output"], options, log)
+    seconds = params["adapt_seconds"]
+    options, record = adapt_first(params["input_path"], params["output"], options, log, seconds)
     return replace(options, adaptation=record)
 
 
