@@ -327,5 +327,5 @@ def test_a_deadline_that_leaves_no_time_to_train_keeps_the_network_and_says_why(
     assert [c["step"] for c in result.summary["adaptation"]["candidates"]] == [0]
     assert not any(line.startswith("step ") for line in logs), logs
     record = _record(result.summary, 6, [], 1.0)
-    assert record["network"].startswith("kept: the adaptation's 0 s leave 0 s for training")
+    assert record["network"].startswith("kept: the adaptation's deadline (0 s left when it began here)")
     assert record["steps"] == 0 and record["snapshots"] == []

@@ -148,8 +148,9 @@ def adapt_images(
         budget = _training_budget(cfg, started, 2 * page_s * len(images.held), page_s * len(images.raw))
         if budget < MIN_TRAINING_S:
             why = (
-                f"the adaptation's {cfg.deadline_s:.0f} s leave {max(budget, 0):.0f} s for training, under "
-                f"the {MIN_TRAINING_S:.0f} s it needs at least: the network is not trained"
+                f"the adaptation's deadline ({cfg.deadline_s:.0f} s left when it began here) leaves "
+                f"{max(budget, 0):.0f} s for training, under the {MIN_TRAINING_S:.0f} s it needs at least: "
+                "the network is not trained"
             )
             log(f"structure: none ({votes} over {len(pick)} pages); {why}")
             card.structure, card.structure_context = "none", {}

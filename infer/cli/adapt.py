@@ -4,11 +4,12 @@ every input with it, in one command.
     plan the run (every check of a plain run; nothing is written before they pass)
       -> sample the inputs (infer/sample.py: 32 spread over the folder, 2 pages each, large
          pages cut to their central 1024 x 1024 window; unreadable and constant ones named)
-      -> the packaged model's masks of 8 of them: their median quality score (infer/quality.py)
-         and the pace of the run, which sets the adaptation's deadline (``deadline``)
+      -> the packaged network's pace on 4 of them, which sets the adaptation's deadline
+         (``deadline``)
       -> adapt (export/adapt.py, torch) -> OUT/adapted.onnx, loadable with --model
-      -> the adapted model's masks of the same 8 pages: the median score after, in the record
-         (the adaptation's seconds count all of this)
+      -> the median quality score (infer/quality.py) of 8 of the sample's pages with the adapted
+         model and, when the network was trained, with the packaged one (else the same masks);
+         the adaptation's seconds count all of this
       -> the run, with that model, its record in seginfer.json and report.html
 
 This is the command line's layer: it joins the torch-free run (infer) and the adaptation
@@ -41,6 +42,7 @@ QUALITY_PAGES = 8
 # and a little more); on 2 CPU cores the network is trained only when the deadline leaves at least
 # train/adapt_run.py's MIN_TRAINING_S (folders of a few thousand 512x512 images, or a GPU)
 SHARE = 0.25
+PACE_PAGES = 4  # the run's pace is measured on this many of the sample's pages
 MIN_S, MAX_S = 10.0, 60.0
 
 
@@ -97,7 +99,7 @@ def adapt_first(
     from unsupseg.export.adapt import adapt_pages
 
     pages = [sample.pages[i] for i in spread(len(sample.pages), QUALITY_PAGES)]
-    before, page_s = _median_quality(items, work, options, pages) if pages else (float("nan"), 0.0)
+    page_s = _pace(options, pages[:PACE_PAGES])
     run_s = len(items) * page_s * len(sample.pages) / max(1, len(set(sample.sources)))
     budget = seconds if seconds is not None else deadline(run_s)
     why = "--adapt-seconds" if seconds is not None else f"segmenting {len(items)} input(s): ~{run_s:.0f} s"
@@ -116,11 +118,14 @@ def adapt_first(
     )
     adapted = _with_model(options, path)
     record = {"path": str(path), **adaptation.record, "deadline_s": round(budget, 1)}
-    record["quality"] = {
-        "pages": len(pages),
-        "median_before": before,
-        "median_after": _median_quality(items, work, adapted, pages)[0],
-    }
+    after = _median_quality(items, work, adapted, pages)
+    if adaptation.record["trained"]:  # the network path: no step fits, so plain seginfer's masks are the
+        # packaged network's own
+        packaged = replace(options, segmenter=replace(options.segmenter, structure="none"))
+        before = _median_quality(items, work, packaged, pages)
+    else:  # the packaged network and the step plain seginfer would decide on its own probe of the folder
+        before = after
+    record["quality"] = {"pages": len(pages), "median_before": before, "median_after": after}
     record["seconds"] = round(time.perf_counter() - started, 2)  # adapting, all told: sample, quality
     log(
         f"median quality score of the sample's masks: {record['quality']['median_before']:.2f} with the "
@@ -135,16 +140,28 @@ def deadline(run_s: float) -> float:
     return float(min(MAX_S, max(MIN_S, run_s * SHARE / (1.0 - SHARE))))
 
 
-def _median_quality(items, work, options: RunOptions, pages) -> tuple[float, float]:
-    """(the median quality score (infer/quality.py) of the masks ``options``' model writes for the
-    sample's ``pages``, with the structure step a run of the folder with that model would use;
-    the seconds a page took to segment)."""
+def _median_quality(items, work, options: RunOptions, pages) -> float:
+    """The median quality score (infer/quality.py) of the masks ``options``' model writes for the
+    sample's ``pages``, with the structure step a run of the folder with that model would use."""
+    if not pages:
+        return float("nan")
     config, _ = resolve_structure(items, work, options.segmenter)
     seg = config.build()
-    t0, scores = time.perf_counter(), []
-    for page in pages:
-        scores.append(quality(page, seg.predict(page)[0]))
-    return round(float(np.median(scores)), 4), (time.perf_counter() - t0) / max(1, len(pages))
+    return round(float(np.median([quality(page, seg.predict(page)[0]) for page in pages])), 4)
+
+
+def _pace(options: RunOptions, pages) -> float:
+    """Seconds the packaged network takes per page (its second and later pages: the first pays for
+    the session's warm-up), without the structure step: a low estimate of the run's pace, so the
+    deadline errs short."""
+    if not pages:
+        return 0.0
+    seg = options.segmenter.build(structure="none")
+    seg.predict(pages[0])
+    t0 = time.perf_counter()
+    for page in pages[1:]:
+        seg.predict(page)
+    return (time.perf_counter() - t0) / max(1, len(pages) - 1)
 
 
 def _with_model(options: RunOptions, path: Path) -> RunOptions:
