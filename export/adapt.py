@@ -79,6 +79,43 @@ def adapt_pages(
     return Adaptation(Path(onnx_path), result.card, record)
 
 
+def keep_network(
+    card: ModelCard,
+    structure: dict,
+    onnx_path: str | os.PathLike,
+    n_pages: int,
+    skipped: Sequence[dict],
+    why: str,
+    seconds: float,
+    log: Callable[[str], None] = print,
+) -> Adaptation:
+    """The packaged network with ``structure`` (kind, context, evidence) in its ``card``, written to
+    ``onnx_path`` without torch: what ``seginfer --adapt`` does when a structure step fits the folder
+    or when its deadline leaves no time to train (``why``, for the record)."""
+    from dataclasses import replace
+
+    from unsupseg.export.export import with_card
+    from unsupseg.infer.model.segmenter import default_model_path
+
+    card = replace(card, structure=structure["kind"], structure_context=structure["context"])
+    with_card(default_model_path(), card, onnx_path)
+    log(f"wrote {onnx_path} (the packaged network, structure step {card.structure} in its card)")
+    record = {
+        "sample": {"pages": n_pages, "skipped": list(skipped)},
+        "structure": structure,
+        "network": f"kept: {why}",
+        "trained": False,
+        "steps": 0,
+        "time_budget_s": 0.0,
+        "snapshots": [],
+        "chosen_step": None,
+        "refused": [],
+        "seconds": round(seconds, 2),
+        "device": "none (nothing trained)",
+    }
+    return Adaptation(Path(onnx_path), card, record)
+
+
 def write_adapted(result, onnx_path: Path, log: Callable[[str], None] = print) -> None:
     """The adapted network as ONNX: exported and checked against torch when it was trained, else the
     packaged ONNX file with the new model card (the same weights)."""

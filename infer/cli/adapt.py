@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from unsupseg.core.errors import OutputExistsError
+from unsupseg.core.errors import DataError, OutputExistsError
 from unsupseg.infer.quality import quality
 from unsupseg.infer.run import RunOptions, plan_run, resolve_structure
 from unsupseg.infer.sample import ADAPT_INPUTS, ADAPT_PAGES_PER_INPUT, sample_pages, spread
@@ -43,6 +43,10 @@ QUALITY_PAGES = 8
 # train/adapt_run.py's MIN_TRAINING_S (folders of a few thousand 512x512 images, or a GPU)
 SHARE = 0.25
 PACE_PAGES = 4  # the run's pace is measured on this many of the sample's pages
+# the network is fine-tuned only when the deadline leaves at least the seconds that importing torch and
+# loading the model take (about 3-5 s on 2 cores) and train/adapt_run.py's MIN_TRAINING_S (not imported:
+# that module needs torch)
+TORCH_START_S, MIN_TRAINING_S = 5.0, 5.0
 MIN_S, MAX_S = 10.0, 60.0
 
 
@@ -96,26 +100,50 @@ def adapt_first(
     sample = sample_pages(items, work.read, ADAPT_INPUTS, pages_per_input=ADAPT_PAGES_PER_INPUT)
     for skipped in sample.skipped:
         log(f"adapting without {skipped['input']}: {skipped['why']}")
-    from unsupseg.export.adapt import adapt_pages
+    if not sample.pages:
+        raise DataError("no usable image to adapt to (every one was unreadable or constant)")
+    from unsupseg.export.adapt import adapt_pages, keep_network
 
     pages = [sample.pages[i] for i in spread(len(sample.pages), QUALITY_PAGES)]
-    page_s = _pace(options, pages[:PACE_PAGES])
+    network = options.segmenter.build(structure="none")  # the packaged network alone
+    page_s = _pace(network, pages[:PACE_PAGES])
     run_s = len(items) * page_s * len(sample.pages) / max(1, len(set(sample.sources)))
     budget = seconds if seconds is not None else deadline(run_s)
     why = "--adapt-seconds" if seconds is not None else f"segmenting {len(items)} input(s): ~{run_s:.0f} s"
     log(f"adapting within {budget:.0f} s ({why})")
+    # the structure step, decided as plain seginfer decides it (a probe of the folder, no torch)
+    _, found = resolve_structure(items, work, options.segmenter)
+    structure = {"kind": found["kind"], "context": found["context"], "evidence": found.get("evidence") or {}}
+    structure["evidence"].setdefault("asked" if found["from"] == "--structure" else "from", found["from"])
+    left = budget - (time.perf_counter() - started)
     output.mkdir(parents=True, exist_ok=True)
-    adaptation = adapt_pages(
-        sample.pages,
-        path,
-        sample.sources,
-        sample.skipped,
-        device=str(options.segmenter.device),
-        threads=options.segmenter.threads or 0,
-        structure=options.segmenter.structure or "auto",
-        log=log,
-        deadline_s=max(0.0, budget - (time.perf_counter() - started)),
-    )
+    if structure["kind"] != "none" or left < TORCH_START_S + MIN_TRAINING_S:
+        if structure["kind"] != "none":
+            why = f"the {structure['kind']} step writes the masks from the image"
+            votes = structure["evidence"].get("votes", found["from"])
+            log(f"structure: {structure['kind']} ({votes}): {why}")
+        else:
+            why = (
+                f"the adaptation's deadline ({budget:.0f} s) leaves {max(left, 0):.0f} s, under the "
+                f"{TORCH_START_S + MIN_TRAINING_S:.0f} s that loading torch and training take at least: "
+                "the network is not trained"
+            )
+            log(f"structure: none; {why}")
+        spent = time.perf_counter() - started
+        n_pages = len(sample.pages)
+        adaptation = keep_network(network.card, structure, path, n_pages, sample.skipped, why, spent, log)
+    else:  # no step fits and there is time: the network is fine-tuned (torch)
+        adaptation = adapt_pages(
+            sample.pages,
+            path,
+            sample.sources,
+            sample.skipped,
+            device=str(options.segmenter.device),
+            threads=options.segmenter.threads or 0,
+            structure="none",
+            log=log,
+            deadline_s=left,
+        )
     adapted = _with_model(options, path)
     record = {"path": str(path), **adaptation.record, "deadline_s": round(budget, 1)}
     after = _median_quality(items, work, adapted, pages)
@@ -150,13 +178,12 @@ def _median_quality(items, work, options: RunOptions, pages) -> float:
     return round(float(np.median([quality(page, seg.predict(page)[0]) for page in pages])), 4)
 
 
-def _pace(options: RunOptions, pages) -> float:
-    """Seconds the packaged network takes per page (its second and later pages: the first pays for
+def _pace(seg, pages) -> float:
+    """Seconds the network ``seg`` takes per page (its second and later pages: the first pays for
     the session's warm-up), without the structure step: a low estimate of the run's pace, so the
     deadline errs short."""
     if not pages:
         return 0.0
-    seg = options.segmenter.build(structure="none")
     seg.predict(pages[0])
     t0 = time.perf_counter()
     for page in pages[1:]:
