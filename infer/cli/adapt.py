@@ -6,7 +6,12 @@ every input with it, in one command.
          pages cut to their central 1024 x 1024 window; unreadable and constant ones named)
       -> the packaged network's pace on 4 of them, which sets the adaptation's deadline
          (``deadline``)
-      -> adapt (export/adapt.py, torch) -> OUT/adapted.onnx, loadable with --model
+      -> the structure step, decided as plain seginfer decides it (infer/run.resolve_structure:
+         a probe of 16 inputs, no torch)
+      -> a step fits, or the deadline leaves too little to load torch and train: the packaged
+         network with the step in its card (export/adapt.keep_network, no torch); else the
+         network is fine-tuned within the deadline (export/adapt.adapt_pages, torch)
+         -> OUT/adapted.onnx, loadable with --model
       -> the median quality score (infer/quality.py) of 8 of the sample's pages with the adapted
          model and, when the network was trained, with the packaged one (else the same masks);
          the adaptation's seconds count all of this
