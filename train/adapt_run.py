@@ -128,19 +128,23 @@ def adapt_images(
         found = Detection(Structure(cfg.structure, context), {"pages": len(pick), "asked": cfg.structure})
     structure = {"kind": found.structure.kind, "context": found.structure.context, "evidence": found.evidence}
     sample = {"images": len(images.raw), "skipped": images.skipped, "structure_pages": len(pick)}
+
+    def start_kept(**record) -> Adapted:
+        """The start network, untrained, with the structure step found in its card."""
+        card.structure, card.structure_context = found.structure.kind, found.structure.context
+        card.package_version = __version__
+        start = Candidate(0, float("nan"), {})
+        summary = _summary(cfg, start, [], start, time.perf_counter() - t0, start_path, str(device), folder)
+        summary["adaptation"].update(trained=False, structure=structure, sample=sample, **record)
+        return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
+
     if found.structure.active:
         why = found.evidence.get("votes", "asked for")
         log(
             f"structure: {found.structure.kind} ({why}, {len(pick)} pages): the "
             f"{found.structure.kind} step writes the masks, the start network is kept"
         )
-        card.structure, card.structure_context = found.structure.kind, found.structure.context
-        card.package_version = __version__
-        seconds = time.perf_counter() - t0
-        start = Candidate(0, float("nan"), {})
-        summary = _summary(cfg, start, [], start, seconds, start_path, str(device), folder)
-        summary["adaptation"].update(trained=False, structure=structure, sample=sample)
-        return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
+        return start_kept()
     if cfg.network_pages and len(images.raw) > cfg.network_pages:
         images = images.subset(_spread(len(images.raw), cfg.network_pages), cfg.hold_every)
     votes = found.evidence.get("votes", "asked")
@@ -153,13 +157,7 @@ def adapt_images(
                 "the network is not trained"
             )
             log(f"structure: none ({votes} over {len(pick)} pages); {why}")
-            card.structure, card.structure_context = "none", {}
-            card.package_version = __version__
-            start = Candidate(0, float("nan"), {})
-            seconds = time.perf_counter() - t0
-            summary = _summary(cfg, start, [], start, seconds, start_path, str(device), folder)
-            summary["adaptation"].update(trained=False, structure=structure, sample=sample, not_trained=why)
-            return Adapted(model, card, _checkpoint(model, card, ckpt, cfg, start), summary, trained=False)
+            return start_kept(not_trained=why)
         cfg = copy.copy(cfg)
         cfg.time_budget_s = budget
     log(
@@ -172,14 +170,11 @@ def adapt_images(
     candidates = adapt(model, images, cfg, device, log, should_stop)
     best = choose(model, start, start_masks, candidates, images, cfg, device, log)
     changed = best is not start  # every snapshot refused: the start model stays as it was
-    orient = None
     if changed:  # the start model's masks as seginfer writes them, which the orientation follows
         model.load_state_dict(start.state)
         written = _masks_of(model, images, cfg, device, card.normalization, card.polarity)
-        model.load_state_dict(best.state)
-        orient = _orient(model, images, cfg, device, written, log)  # may invert the output: last
-    else:
-        model.load_state_dict(best.state)
+    model.load_state_dict(best.state)
+    orient = _orient(model, images, cfg, device, written, log) if changed else None  # may invert the output
     seconds = time.perf_counter() - t0
     if changed:
         card.normalization = cfg.input_norm()
