@@ -126,8 +126,9 @@ from unsupseg.infer.run import run_folder
 @click.option(
     "--adapt-seconds",
     type=click.FloatRange(min=1.0),
-    help="With --adapt: the adaptation's time, all told; the network is trained only when this leaves "
-    "it at least 5 s after the rest (the structure step's decision, the choice among snapshots).  "
+    help="With --adapt: the adaptation's deadline in seconds; the network is trained only when this "
+    "leaves it at least 5 s after the rest (sampling, the structure step's decision, the choice among "
+    "snapshots; the sampling and the decision may take longer than a short deadline).  "
     "[default: a quarter of the run with it (a third of the time segmenting takes), 10 to 60 s]",
 )
 @click.option(
