@@ -17,7 +17,7 @@ from test_infer_cli import _make_folder, _run
 from unsupseg.core.data import generate
 from unsupseg.infer.cli.seginfer import main as seginfer
 from unsupseg.infer.cli.segreport import main as segreport
-from unsupseg.infer.quality import WARN_MEDIAN, page_terms, quality, summarise
+from unsupseg.infer.quality import LI_BINS, WARN_MEDIAN, li_threshold, page_terms, quality, summarise
 
 
 def _square(size: int = 96, noise: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +37,33 @@ def test_the_true_mask_scores_higher_than_wrong_ones():
     assert 0.9 < right <= 1.0
     assert right > shifted + 0.2 and right > scattered + 0.4
     assert all(0.0 <= v <= 1.0 for v in page_terms(image, truth).values())
+
+
+def test_li_threshold_on_the_histogram_splits_as_scikit_images_does():
+    from skimage.filters import threshold_li
+
+    rng = np.random.default_rng(0)
+    sparse = np.where(rng.random(20000) < 0.05, rng.normal(200, 10, 20000), rng.normal(40, 8, 20000))
+    cases = {
+        "two equal modes": np.concatenate([rng.normal(50, 10, 8000), rng.normal(150, 12, 8000)]),
+        "sparse bright objects": sparse,  # where Li and Otsu differ most
+        "skewed": rng.gamma(2.0, 300.0, 16000) + 1000.0,  # 16-bit-like values far from 0
+        "blurred page": _square(128, noise=0.3)[0].ravel(),
+    }
+    for name, values in cases.items():
+        ours, theirs = li_threshold(values), threshold_li(values)
+        assert abs(ours - theirs) < 4 * np.ptp(values) / LI_BINS, name  # a few of its 4096 bins
+        assert np.count_nonzero((values > ours) != (values > theirs)) < 0.005 * values.size, name
+    assert li_threshold(np.full(100, 7.0)) == 7.0  # one grey level: nothing to split
+
+
+def test_agreement_with_li_counts_either_side_and_a_disagreeing_mask_scores_lower():
+    image, truth = _square(noise=0.2)
+    assert page_terms(image, truth)["agreement"] > 0.9
+    assert page_terms(image, ~truth)["agreement"] > 0.9  # the dark side as foreground agrees too
+    half = np.zeros_like(truth)
+    half[:, : truth.shape[1] // 2] = True  # a region of the right size that a threshold never draws
+    assert page_terms(image, half)["agreement"] < 0.5
 
 
 def test_one_region_scores_zero_and_a_stack_is_the_mean_of_its_pages():
