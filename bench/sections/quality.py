@@ -23,6 +23,10 @@ from bench.prose import Prose
 TEXT = Prose(__file__)
 TITLE = "Quality score: label-free, against the true IoU"
 COST_IMAGES, COST_SIDE = 24, 512
+# Interleaved pairs of runs: one run of 24 images moves by +-8% on a shared 2-core machine, and
+# the score costs about 1 ms of a 29 ms image, so 5 pairs could not tell 3% from 9% (2026-12-03:
+# one 5-pair run said +8.8%, a 7-pair run +3.6%). 15 pairs take about 25 s (--quick: the repeats).
+COST_REPEATS = 15
 
 
 def run(shared: Shared) -> Section:
@@ -60,7 +64,7 @@ def run(shared: Shared) -> Section:
         ],
         [_row(r) for r in rows],
     )
-    cost = _cost(work / "cost", st.repeats)
+    cost = _cost(work / "cost", st.repeats if st.quick else max(st.repeats, COST_REPEATS))
     sec.table(
         f"cost: {cost['n_images']} images of {COST_SIDE}x{COST_SIDE}, median of {cost['repeats']} "
         "interleaved runs (run_folder, packaged model, CPU)",
