@@ -151,3 +151,13 @@ def test_the_readme_picture_is_what_its_script_makes():
     assert shown.shape == made.shape
     differ = np.count_nonzero((shown != made).any(axis=2))
     assert differ == 0, f"{differ} pixels differ; run python -m bench.readme_picture"
+
+
+def test_the_quality_sections_interval_is_narrow_when_the_order_is_clear_and_wide_when_not():
+    from bench.sections.quality import _interval
+
+    iou = np.linspace(0.4, 0.9, 30)
+    assert _interval(iou + 0.01, iou) == [1.0, 1.0]  # the same order in every resample
+    lo, hi = _interval(np.random.default_rng(1).random(6), np.array([0.58, 0.55, 0.58, 0.58, 0.58, 0.61]))
+    assert lo < 0 < hi and hi - lo > 1  # six nearly tied values say little
+    assert _interval(np.ones(5), iou[:5]) is None  # no resample has two different scores
