@@ -294,6 +294,15 @@ def test_the_training_budget_leaves_the_deadline_time_for_the_choice(monkeypatch
     assert budget(long, started=100.0, criterion_s=1.0, pass_s=2.0) == 60.0
 
 
+def test_the_torch_free_side_skips_training_at_the_floor_the_trainer_uses():
+    """infer/cli/adapt.py copies the trainer's floor rather than importing train/ (it must not load
+    torch to decide whether to train): the two stay equal."""
+    from unsupseg.infer.cli import adapt as cli_adapt
+    from unsupseg.train import adapt_run
+
+    assert cli_adapt.MIN_TRAINING_S == adapt_run.MIN_TRAINING_S
+
+
 def test_with_a_page_cap_the_network_trains_on_pages_spread_over_the_sample(tiny_checkpoint):
     """network_pages: the network path (structure none) adapts on that many pages, spread over the
     sample, split again into trained on and held aside."""

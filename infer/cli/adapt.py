@@ -50,7 +50,7 @@ SHARE = 0.25
 PACE_PAGES = 4  # the run's pace is measured on this many of the sample's pages
 # the network is fine-tuned only when the deadline leaves at least the seconds that importing torch and
 # loading the model take (about 3-5 s on 2 cores) and train/adapt_run.py's MIN_TRAINING_S (not imported:
-# that module needs torch)
+# that module needs torch; tests/test_adapt.py keeps the two equal)
 TORCH_START_S, MIN_TRAINING_S = 5.0, 5.0
 MIN_S, MAX_S = 10.0, 60.0
 
