@@ -151,10 +151,13 @@ def test_ctrl_c_keeps_the_summary_of_what_was_done(tmp_path, infer_model_path, f
     images, reference = folder
     out = tmp_path / "out"
     args = ["--input", images, "--output", out, "--batch-size", "2"]
-    cmd = _fault_cmd("none", 0, args, infer_model_path, engine)
+    # every mask write sleeps 50 ms: the run is still going when Ctrl-C comes (without it, CI once saw
+    # the run finish all 60 small images while this loop, starved on a busy 2-core machine, waited)
+    cmd = _fault_cmd("sleep", 0, args, infer_model_path, engine)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     while _masks_on_disk(out) < 10 and proc.poll() is None:
         time.sleep(0.001)
+    assert proc.poll() is None, "the run ended before Ctrl-C could be sent"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate()
     assert proc.returncode == 1 and "Aborted" in stderr, stderr
