@@ -55,6 +55,8 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from unsupseg.core.metrics import iou_any_polarity
+
 WORK_SIDE = 128  # pages are scored at most this many pixels on their longer side (the cost, below)
 BLUR_SIGMA = 1.0  # pixels at the working scale: the Gaussian before contrast and gradients
 CLIP = (1.0, 99.0)  # grey levels outside these percentiles are clipped first (a few saturated pixels)
@@ -127,14 +129,8 @@ def _edges(blurred: np.ndarray, fg: np.ndarray) -> float:
 
 def _agreement(blurred: np.ndarray, fg: np.ndarray) -> float:
     """The IoU of the mask with Li's threshold of the page, the better of the threshold's two
-    sides (the mask's foreground may be the dark side)."""
-    bright = blurred > li_threshold(blurred)
-    both, n_fg, n_bright = np.count_nonzero(fg & bright), np.count_nonzero(fg), np.count_nonzero(bright)
-    dark_both = n_fg - both  # foreground pixels on the dark side
-    n = fg.size
-    iou_bright = both / max(n_fg + n_bright - both, 1)
-    iou_dark = dark_both / max(n_fg + (n - n_bright) - dark_both, 1)
-    return float(max(iou_bright, iou_dark))
+    sides (the mask's foreground may be the dark side): the report's polarity-free IoU."""
+    return iou_any_polarity(blurred > li_threshold(blurred), fg)
 
 
 def li_threshold(values: np.ndarray, bins: int = LI_BINS) -> float:
