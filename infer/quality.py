@@ -58,7 +58,7 @@ from scipy import ndimage as ndi
 from unsupseg.core.metrics import iou_any_polarity
 
 WORK_SIDE = 128  # pages are scored at most this many pixels on their longer side (the cost, below)
-BLUR_SIGMA = 1.0  # pixels at the working scale: the Gaussian before contrast and gradients
+BLUR_SIGMA = 1.0  # pixels at the working scale: the Gaussian before Li's threshold and the gradients
 CLIP = (1.0, 99.0)  # grey levels outside these percentiles are clipped first (a few saturated pixels)
 WARN_MEDIAN = 0.42  # a folder's median score below this: the model may not fit it (see above)
 TERMS = ("edges", "agreement")
