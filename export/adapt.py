@@ -94,12 +94,8 @@ def keep_network(
     or when its deadline leaves no time to train (``why``, for the record)."""
     from dataclasses import replace
 
-    from unsupseg.export.export import with_card
-    from unsupseg.infer.model.segmenter import default_model_path
-
     card = replace(card, structure=structure["kind"], structure_context=structure["context"])
-    with_card(default_model_path(), card, onnx_path)
-    log(f"wrote {onnx_path} (the packaged network, structure step {card.structure} in its card)")
+    _write_packaged(card, onnx_path, log)
     record = {
         "sample": {"pages": n_pages, "skipped": list(skipped)},
         "structure": structure,
@@ -119,14 +115,21 @@ def keep_network(
 def write_adapted(result, onnx_path: Path, log: Callable[[str], None] = print) -> None:
     """The adapted network as ONNX: exported and checked against torch when it was trained, else the
     packaged ONNX file with the new model card (the same weights)."""
-    from unsupseg.export.export import export_model, with_card
-    from unsupseg.infer.model.segmenter import default_model_path
+    from unsupseg.export.export import export_model
 
     if result.trained:
         export_model(result.model.cpu(), result.card, onnx_path, log=log, source="the adapted model")
     else:
-        with_card(default_model_path(), result.card, onnx_path)
-        log(f"wrote {onnx_path} (the packaged network, structure step {result.card.structure} in its card)")
+        _write_packaged(result.card, onnx_path, log)
+
+
+def _write_packaged(card: ModelCard, onnx_path: str | os.PathLike, log: Callable[[str], None]) -> None:
+    """The packaged ONNX file with ``card`` (the same weights), written to ``onnx_path``."""
+    from unsupseg.export.export import with_card
+    from unsupseg.infer.model.segmenter import default_model_path
+
+    with_card(default_model_path(), card, onnx_path)
+    log(f"wrote {onnx_path} (the packaged network, structure step {card.structure} in its card)")
 
 
 def _record(summary: dict, n_pages: int, skipped: list[dict], seconds: float) -> dict:
